@@ -1,0 +1,49 @@
+"""Write files atomically: after a write, a file holds the old content or the new, never a
+torn or empty one, even if the process is killed or the power fails.
+
+    with AtomicFile("config.json") as f:      # as open("config.json", "w")
+        json.dump(config, f)
+"""
+
+from __future__ import annotations
+
+from ._clean import clean_stale_temps
+from ._core import AtomicFile, atomic_write
+from ._errors import SessionFileError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._async import AsyncFile, atomic_write_async
+
+__version__ = "0.1.0"
+__all__ = [
+    "AsyncFile",
+    "AtomicFile",
+    "SessionFileError",
+    "atomic_write",
+    "atomic_write_async",
+    "clean_stale_temps",
+    "__version__",
+]
+
+for _obj in (AtomicFile, SessionFileError, atomic_write, clean_stale_temps):
+    _obj.__module__ = __name__
+del _obj
+
+_ASYNC = frozenset({"AsyncFile", "atomic_write_async"})
+
+
+def __getattr__(name: str) -> object:
+    # The async names import asyncio (tens of milliseconds): load them on first use only.
+    if name in _ASYNC:
+        from . import _async
+
+        value = getattr(_async, name)
+        value.__module__ = __name__
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ASYNC})

@@ -1,0 +1,91 @@
+"""The log events of an atomic write (constant messages, fields in `extra=`)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol, Union
+
+    class LoggerLike(Protocol):
+        """Anything with the `logging.Logger` methods the library calls."""
+
+        def debug(self, msg: str, *, extra: dict[str, Any]) -> object: ...
+        def warning(self, msg: str, *, extra: dict[str, Any]) -> object: ...
+        def error(self, msg: str, *, extra: dict[str, Any]) -> object: ...
+
+    AnyLogger = Union[logging.Logger, "logging.LoggerAdapter[Any]", LoggerLike]
+
+LOGGER_NAME = "atomicfile"
+# This module is imported on the first write, not by `import atomicfile` (logging costs more
+# than the whole package), so the library's one handler is added here.
+logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
+
+STARTED = "Starting atomic write"
+WRITTEN = "Temp file written"
+RENAMED = "Temp file renamed to target"
+COMPLETED = "Atomic write completed successfully"
+FAILED = "Atomic write failed"
+DISCARDED = "Atomic write discarded"
+CLEANED = "Temp file cleaned up"
+CLEANUP_FAILED = "Failed to clean up temp file"
+DIR_SYNC_SKIPPED = "Directory fsync not possible"
+OWNER_KEPT_FAILED = "Could not keep the target's owner"
+
+DEBUG = logging.DEBUG
+WARNING = logging.WARNING
+ERROR = logging.ERROR
+
+now = time.perf_counter
+
+
+def ms(start: float) -> float:
+    """Milliseconds since the `now()` reading `start`."""
+    return (time.perf_counter() - start) * 1000.0
+
+
+def error_code(exc: BaseException) -> str:
+    """The errno name of an OSError (`"EACCES"`), else the exception's class name."""
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int):
+        import errno
+
+        return errno.errorcode.get(code, str(code))
+    return type(exc).__name__
+
+
+class EventLog:
+    """Sends one write's events to a logger, building fields only for enabled levels."""
+
+    __slots__ = ("logger", "debug")
+
+    def __init__(self, logger: AnyLogger | None) -> None:
+        self.logger: AnyLogger = logging.getLogger(LOGGER_NAME) if logger is None else logger
+        #: Read once per write: field dicts and timings are skipped when DEBUG is off.
+        self.debug = self.enabled(DEBUG)
+
+    def enabled(self, level: int) -> bool:
+        check = getattr(self.logger, "isEnabledFor", None)
+        return True if check is None else bool(check(level))
+
+    def emit(self, level: int, msg: str, fields: dict[str, Any]) -> None:
+        """Log `msg` with `fields` as LogRecord attributes, also through a LoggerAdapter."""
+        logger = self.logger
+        if isinstance(logger, logging.LoggerAdapter):
+            # LoggerAdapter.process() replaces the call's `extra` with the adapter's own
+            # (unless merge_extra=True, 3.13+), which would drop our fields: merge them
+            # back in, and keep whatever the adapter adds.
+            while isinstance(logger, logging.LoggerAdapter):
+                msg, kwargs = logger.process(msg, {"extra": fields})
+                fields = {**(kwargs.get("extra") or {}), **fields}
+                logger = logger.logger
+            logger.log(level, msg, extra=fields)
+            return
+        if level == DEBUG:
+            logger.debug(msg, extra=fields)
+        elif level == WARNING:
+            logger.warning(msg, extra=fields)
+        else:
+            logger.error(msg, extra=fields)
