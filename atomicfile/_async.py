@@ -13,7 +13,7 @@ from ._core import AtomicFile, atomic_write
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, StrOrBytesPath
-    from typing_extensions import Literal
+    from typing import Literal
 
     from ._log import AnyLogger
     from ._permissions import Permissions
@@ -51,6 +51,7 @@ class AsyncFile(Generic[AnyStr]):
     """
 
     __slots__ = ("_file", "_owner")
+    _file: IO[AnyStr]
 
     def __init__(self, file: IO[AnyStr], owner: AtomicFile[Any]) -> None:
         self._file = file

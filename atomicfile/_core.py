@@ -207,8 +207,7 @@ class AtomicFile(Generic[_F]):
                 raise ValueError("can't have unbuffered text I/O")
             if newline not in (None, "", "\n", "\r", "\r\n"):
                 raise ValueError(f"illegal newline value: {newline!r}")
-            encoding = io.text_encoding(encoding)
-            if encoding != "locale":
+            if encoding is not None and encoding != "locale":
                 import codecs
 
                 codecs.lookup(encoding)  # LookupError now, not after the temp exists
@@ -550,10 +549,10 @@ class AtomicFile(Generic[_F]):
         """The temp's file object, exactly as `open()` builds it, owning no fd (we keep it
         past a user's `close()` to chmod, fsync and unlink)."""
         buffering, encoding, errors, newline = self._open_args
-        file = open(self._fd, self.mode, buffering, encoding, errors, newline, closefd=False)
+        file: Any = open(self._fd, self.mode, buffering, encoding, errors, newline, closefd=False)
         raw = file if buffering == 0 else file.buffer.raw if self._mode.text else file.raw
         raw.name = self.temp_path
-        return file
+        return file  # type: ignore[no-any-return]
 
     def _apply_metadata(self) -> None:
         """Give the temp the target's owner (best effort) and the final mode, before fsync."""
@@ -715,21 +714,20 @@ def atomic_write(
     """
     if mode not in ("w", "x", "a"):
         raise ValueError(f"atomic_write mode must be 'w', 'x' or 'a', not {mode!r}")
-    size: int | None = None
-    if not isinstance(data, str):
-        size = memoryview(data).nbytes  # TypeError here for data that is neither
-    af: AtomicFile[Any] = AtomicFile(
-        file,
-        mode if size is None else _BINARY[mode],
-        -1,
-        encoding,
-        errors,
-        newline,
-        permissions=permissions,
-        logger=logger,
-        durable=durable,
-        follow_symlinks=follow_symlinks,
-    )
+    options: dict[str, Any] = {
+        "permissions": permissions,
+        "logger": logger,
+        "durable": durable,
+        "follow_symlinks": follow_symlinks,
+    }
+    if isinstance(data, str):
+        with AtomicFile(file, mode, -1, encoding, errors, newline, **options) as text:
+            text.write(data)
+        return
+    size = memoryview(data).nbytes  # TypeError here for data that is neither
+    # encoding/errors/newline go through to the ValueError binary mode gives them.
+    options.update(encoding=encoding, errors=errors, newline=newline)
+    af = AtomicFile(file, _BINARY[mode], **options)
     af._size_hint = size
-    with af as f:
-        f.write(data)
+    with af as binary:
+        binary.write(data)

@@ -1,0 +1,130 @@
+"""Shared fixtures: one `form` that runs each case through the sync and the async front
+door, and real file systems (tiny tmpfs, read-only tmpfs) for real errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomicfile import AtomicFile, atomic_write, atomic_write_async
+
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mount, chown, setuid)")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+
+def listing(directory: str | os.PathLike[str]) -> list[str]:
+    """The exact directory listing: what proves no temp file was left behind."""
+    return sorted(os.listdir(directory))
+
+
+def temps(directory: str | os.PathLike[str]) -> list[str]:
+    return [n for n in listing(directory) if n.endswith(".tmp")]
+
+
+class Form:
+    """Runs one atomic write through the sync (`with`) or the async (`async with`) form.
+
+    `write()` opens `AtomicFile(path, mode, **options)`, writes each chunk, calls
+    `inside(file)` (synchronously, with the sync file object) and raises `raise_` if given;
+    `write_all()` calls `atomic_write` / `atomic_write_async`.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.is_async = kind == "async"
+
+    def __repr__(self) -> str:
+        return self.kind
+
+    def write(
+        self,
+        path: Any,
+        *chunks: Any,
+        mode: str = "w",
+        inside: Callable[[Any], object] | None = None,
+        raise_: BaseException | None = None,
+        **options: Any,
+    ) -> None:
+        if not self.is_async:
+            with AtomicFile(path, mode, **options) as f:
+                for chunk in chunks:
+                    f.write(chunk)
+                if inside is not None:
+                    inside(f)
+                if raise_ is not None:
+                    raise raise_
+            return
+
+        async def main() -> None:
+            async with AtomicFile(path, mode, **options) as f:
+                for chunk in chunks:
+                    await f.write(chunk)
+                if inside is not None:
+                    inside(f.wrapped)
+                if raise_ is not None:
+                    raise raise_
+
+        asyncio.run(main())
+
+    def write_all(self, path: Any, data: Any, **options: Any) -> None:
+        if self.is_async:
+            asyncio.run(atomic_write_async(path, data, **options))
+        else:
+            atomic_write(path, data, **options)
+
+
+@pytest.fixture(params=["sync", "async"])
+def form(request: pytest.FixtureRequest) -> Form:
+    """Each test that takes `form` runs twice: through `with` and through `async with`."""
+    return Form(request.param)
+
+
+@pytest.fixture(params=["str", "bytes", "Path"])
+def as_path(request: pytest.FixtureRequest) -> Callable[[Path], Any]:
+    """Turns a Path into each of the path types AtomicFile accepts."""
+    return {"str": str, "bytes": lambda p: os.fsencode(p), "Path": lambda p: p}[request.param]
+
+
+@contextlib.contextmanager
+def _mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A real 64 KiB tmpfs: writes past its size fail with a real ENOSPC."""
+    if not IS_ROOT:
+        pytest.skip("mounting a tmpfs needs root")
+    with _mount_tmpfs(tmp_path / "tiny", "size=64k,mode=0777") as where:
+        yield where
+
+
+@pytest.fixture
+def readonly_fs(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs holding `target` (b"old"), then remounted read-only: real EROFS."""
+    if not IS_ROOT:
+        pytest.skip("mounting a tmpfs needs root")
+    with _mount_tmpfs(tmp_path / "ro", "size=1m") as where:
+        (where / "target").write_bytes(b"old")
+        done = subprocess.run(["mount", "-o", "remount,ro", str(where)], capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot remount read-only: {done.stderr.decode().strip()}")
+        yield where
