@@ -327,22 +327,16 @@ class AtomicFile(Generic[_F]):
                 leftover = False
             published = True
         except BaseException as exc:
-            if published:
+            if published:  # an interrupt landed just after the rename: the write is done
+                self._settle(fd)
                 raise
             self._fail(exc)
             if isinstance(exc, OSError):
                 raise _wrapped(self, exc, step) from exc
             raise
-        self._state = _COMMITTED
-        self._file = None
         if leftover:
             self._remove_temp()
-        if fd >= 0:
-            self._fd = -1
-            try:
-                os.close(fd)  # releases the sweep lock; the temp name is gone by now
-            except OSError:
-                pass  # the data was fsynced before the rename: nothing is lost
+        self._settle(fd)
         if log.debug:
             log.emit(DEBUG, RENAMED, {
                 "temp_path": temp,
@@ -367,6 +361,17 @@ class AtomicFile(Generic[_F]):
                 "total_duration": ms(self._start),
             })  # fmt: skip
         self.temp_path = None
+
+    def _settle(self, fd: int) -> None:
+        """After the rename: the write is committed; release the fd and its sweep lock."""
+        self._state = _COMMITTED
+        self._file = None
+        if fd >= 0:
+            self._fd = -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # fsynced (or closed once already) before the rename: nothing is lost
 
     def discard(self) -> None:
         """Abandon the write: remove the temp and leave the target as it was.
@@ -563,6 +568,12 @@ class AtomicFile(Generic[_F]):
             try:
                 os.fchown(fd, target.st_uid, target.st_gid)
             except OSError as exc:
+                # A non-root writer can't give a file away, but may keep its group.
+                if target.st_gid != temp.st_gid:
+                    try:
+                        os.fchown(fd, -1, target.st_gid)
+                    except OSError:
+                        pass
                 self._warn_owner(exc)
         final = self._final_mode
         # After the chown, which clears set-id bits; the temp never has those at create, so
