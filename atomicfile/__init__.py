@@ -42,6 +42,15 @@ def __getattr__(name: str) -> object:
         value.__module__ = __name__
         globals()[name] = value
         return value
+    if name.startswith("Session") and name != "SessionFileError":
+        # The per-errno classes, e.g. SessionPermissionError: made on first use.
+        import builtins
+
+        from ._errors import session_class
+
+        builtin = getattr(builtins, name[len("Session") :], None)
+        if isinstance(builtin, type) and issubclass(builtin, OSError) and builtin is not OSError:
+            return session_class(builtin)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

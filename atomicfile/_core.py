@@ -460,7 +460,15 @@ class AtomicFile(Generic[_F]):
         path = self.path
         if not path:
             return FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-        if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        seps = os.sep + (os.altsep or "")
+        if path.endswith(tuple(seps)) and path.rstrip(seps):
+            # "name/" must be a directory: open() gives EISDIR for every mode that may
+            # create, and for 'r+' whatever resolving the path gives (ENOENT, ENOTDIR).
+            if self._mode.kind == "r":
+                try:
+                    os.stat(path)
+                except OSError as err:
+                    return err
             return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         # Absolute now: a chdir while the block runs must not move the rename.
         self._real = real = os.path.abspath(path)

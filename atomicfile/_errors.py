@@ -66,13 +66,18 @@ def _class_for(errno: int | None) -> type[SessionFileError]:
     """The SessionFileError subclass that is also what `open()` raises for `errno`."""
     if errno is None:
         return SessionFileError
-    builtin = type(OSError(errno, ""))  # CPython's own errno -> subclass table
+    return session_class(type(OSError(errno, "")))  # CPython's own errno -> subclass table
+
+
+def session_class(builtin: type[OSError]) -> type[SessionFileError]:
+    """The one SessionFileError subclass that is also `builtin` (SessionFileError itself
+    for plain OSError). Reachable as `atomicfile.Session<builtin name>`, so it pickles."""
     if builtin is OSError:
         return SessionFileError
     cls = _classes.get(builtin)
     if cls is None:
         name = f"Session{builtin.__name__}"
-        cls = type(name, (SessionFileError, builtin), {"__module__": "atomicfile"})
-        cls.__qualname__ = name
-        _classes[builtin] = cls
+        made = type(name, (SessionFileError, builtin), {"__module__": "atomicfile"})
+        # setdefault: two threads racing here still end up with one class per errno class.
+        cls = _classes.setdefault(builtin, made)
     return cls
