@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import IO, TYPE_CHECKING, Any, AnyStr, Callable, Generic, Iterable, TypeVar
+from typing import IO, TYPE_CHECKING, Any, AnyStr, Callable, Generic, Iterable, TypeVar, overload
 
 from ._core import AtomicFile, atomic_write
 
@@ -60,10 +60,13 @@ class AsyncFile(Generic[AnyStr]):
     def __repr__(self) -> str:
         return f"<AsyncFile {self._file!r}>"
 
-    def __enter__(self) -> None:
-        raise TypeError("AsyncFile is not a context manager: use 'async with AtomicFile(...)'")
+    if not TYPE_CHECKING:  # a run-time message only: type checkers already reject `with`
 
-    def __exit__(self, *args: object) -> None: ...  # pragma: no cover - __enter__ raises
+        def __enter__(self):
+            raise TypeError("AsyncFile is not a context manager: use 'async with AtomicFile(...)'")
+
+        def __exit__(self, *args):  # pragma: no cover - __enter__ raises
+            pass
 
     @property
     def wrapped(self) -> IO[AnyStr]:
@@ -95,10 +98,18 @@ class AsyncFile(Generic[AnyStr]):
             raise RuntimeError(f"the AtomicFile behind this AsyncFile is {what}: it can't be used")
         return self._file
 
-    async def write(self, data: AnyStr) -> int:
+    @overload
+    async def write(self: AsyncFile[str], data: str) -> int: ...
+    @overload
+    async def write(self: AsyncFile[bytes], data: ReadableBuffer) -> int: ...
+    async def write(self, data: Any) -> int:
         return await run(self._live().write, data)
 
-    async def writelines(self, lines: Iterable[AnyStr]) -> None:
+    @overload
+    async def writelines(self: AsyncFile[str], lines: Iterable[str]) -> None: ...
+    @overload
+    async def writelines(self: AsyncFile[bytes], lines: Iterable[ReadableBuffer]) -> None: ...
+    async def writelines(self, lines: Iterable[Any]) -> None:
         await run(self._live().writelines, lines)
 
     async def flush(self) -> None:

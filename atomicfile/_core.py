@@ -18,7 +18,7 @@ from ._modes import Mode
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import TracebackType
-    from typing import IO, Any, BinaryIO, Generic, Literal, TypeVar, overload
+    from typing import IO, Any, BinaryIO, Generic, Literal, TypeGuard, TypeVar, overload
 
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
@@ -282,7 +282,7 @@ class AtomicFile(Generic[_F]):
             self._file = self._wrap()
         except BaseException as exc:
             self._fail(exc)
-            if isinstance(exc, OSError):
+            if _is_os_error(exc):
                 raise _wrapped(self, exc, step) from exc
             raise
         return self._file  # type: ignore[return-value]
@@ -331,7 +331,7 @@ class AtomicFile(Generic[_F]):
                 self._settle(fd)
                 raise
             self._fail(exc)
-            if isinstance(exc, OSError):
+            if _is_os_error(exc):
                 raise _wrapped(self, exc, step) from exc
             raise
         if leftover:
@@ -411,7 +411,7 @@ class AtomicFile(Generic[_F]):
                 self.commit()
             return
         self._fail(exc)
-        if isinstance(exc, OSError) and not isinstance(exc, SessionFileError):
+        if _is_os_error(exc) and not isinstance(exc, SessionFileError):
             # The block's writes go to the temp file: its I/O errors are the write's errors.
             raise SessionFileError(self.path, "atomic write", exc, "write") from exc
 
@@ -701,6 +701,12 @@ class AtomicFile(Generic[_F]):
                 "error_code": error_code(exc),
                 "operation": "chown",
             })  # fmt: skip
+
+
+def _is_os_error(exc: BaseException) -> TypeGuard[OSError]:
+    """An error from the operating system. OSErrors without an errno, such as
+    io.UnsupportedOperation (also a ValueError), are Python's own and pass unchanged."""
+    return isinstance(exc, OSError) and exc.errno is not None
 
 
 def _wrapped(af: AtomicFile[Any], exc: OSError, step: str) -> SessionFileError:

@@ -11,6 +11,7 @@ can provoke on demand (EIO from fsync), each placed where the library really loo
 from __future__ import annotations
 
 import errno
+import io
 import json
 import logging
 import os
@@ -24,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IS_ROOT, Form, listing, needs_root, temps
 
 import atomicfile._fs
 from atomicfile import AtomicFile, SessionFileError, atomic_write
+
+from conftest import IS_ROOT, Form, listing, needs_root, temps
 
 TEMP_RE = re.compile(r"\.[^/]*\.[0-9a-f]{16}\.tmp")
 NOBODY = 65534
@@ -411,9 +413,8 @@ def test_writing_the_wrong_type_propagates_unchanged(tmp_path: Path, form: Form)
 
 @pytest.mark.parametrize(
     "cause",
-    [OSError(errno.EIO, "boom"), PermissionError(errno.EACCES, "no", "/some/where"),
-     OSError("no errno")],
-    ids=["EIO", "EACCES", "no-errno"],
+    [OSError(errno.EIO, "boom"), PermissionError(errno.EACCES, "no", "/some/where")],
+    ids=["EIO", "EACCES"],
 )  # fmt: skip
 def test_os_error_inside_the_block_is_a_session_file_error(
     tmp_path: Path, form: Form, cause: OSError
@@ -425,6 +426,32 @@ def test_os_error_inside_the_block_is_a_session_file_error(
     assert err.errno == cause.errno and err.filename == cause.filename
     assert err.step == "write" and err.path == str(target)
     assert isinstance(err, type(cause))
+    assert target.read_bytes() == b"old"
+    assert listing(tmp_path) == ["t"]
+
+
+@pytest.mark.parametrize(
+    "cause", [OSError("no errno"), io.UnsupportedOperation("not readable")], ids=repr
+)
+def test_os_error_without_errno_inside_the_block_propagates_unchanged(
+    tmp_path: Path, form: Form, cause: OSError
+) -> None:
+    """An OSError with no errno is Python's own (io.UnsupportedOperation is also a
+    ValueError), not a file system error: it passes through as the same object."""
+    target = tmp_path / "t"
+    target.write_bytes(b"old")
+    with pytest.raises(type(cause)) as info:
+        form.write(target, "new", raise_=cause)
+    assert info.value is cause
+    assert target.read_bytes() == b"old"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_reading_a_write_only_file_is_the_same_error_as_open_gives(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.write_bytes(b"old")
+    with pytest.raises(io.UnsupportedOperation), AtomicFile(target, "w") as f:
+        f.read()
     assert target.read_bytes() == b"old"
     assert listing(tmp_path) == ["t"]
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from atomicfile import AtomicFile
+
 from conftest import Form, listing
 
 

@@ -1,0 +1,197 @@
+"""What users see from a type checker (`mypy --strict`, with `warn_unused_ignores`).
+
+Never run, only checked: `assert_type` pins what must type-check, and each
+`# type: ignore[code]` marks a line that must NOT type-check (if the error vanished, the
+unused ignore fails the check). Not collected by pytest (no `test_` prefix).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from typing_extensions import assert_type
+
+from atomicfile import (
+    AsyncFile,
+    AtomicFile,
+    SessionFileError,
+    atomic_write,
+    atomic_write_async,
+)
+
+
+def sync_text(p: str) -> None:
+    with AtomicFile(p) as f:
+        assert_type(f, io.TextIOWrapper)
+        assert_type(f.write("x"), int)
+    with AtomicFile(p, "w", encoding="utf-8", errors="strict", newline="") as f:
+        assert_type(f, io.TextIOWrapper)
+    for_each_text_mode: list[AtomicFile[io.TextIOWrapper]] = [
+        AtomicFile(p, "w"), AtomicFile(p, "wt"), AtomicFile(p, "x"), AtomicFile(p, "a"),
+        AtomicFile(p, "r+"), AtomicFile(p, "w+"), AtomicFile(p, "a+"), AtomicFile(p, "x+t"),
+    ]  # fmt: skip
+    assert_type(for_each_text_mode[0].open(), io.TextIOWrapper)
+
+
+def sync_binary(p: Path, b: bytes, fd_path: os.PathLike[str]) -> None:
+    with AtomicFile(p, "wb") as f:
+        assert_type(f, io.BufferedWriter)
+    with AtomicFile(p, "ab") as f:
+        assert_type(f, io.BufferedWriter)
+    with AtomicFile(p, "xb") as f:
+        assert_type(f, io.BufferedWriter)
+    with AtomicFile(p, "r+b") as f:
+        assert_type(f, io.BufferedRandom)
+        assert_type(f.read(), bytes)
+    with AtomicFile(p, "wb+") as f:
+        assert_type(f, io.BufferedRandom)
+    with AtomicFile(p, "ab+") as f:
+        assert_type(f, io.BufferedRandom)
+    with AtomicFile(p, "wb", buffering=0) as f:
+        assert_type(f, io.FileIO)
+    with AtomicFile(p, "r+b", 0) as f:
+        assert_type(f, io.FileIO)
+    with AtomicFile(p, "wb", buffering=4096) as f:
+        assert_type(f, BinaryIO)
+    with AtomicFile(os.fsencode(p), "wb") as f:
+        assert_type(f, io.BufferedWriter)
+    with AtomicFile(fd_path, "wb") as f:
+        assert_type(f, io.BufferedWriter)
+        f.write(b)
+        f.write(bytearray(b))
+        f.write(memoryview(b))
+
+
+def sync_options(p: str) -> None:
+    import logging
+
+    def hook(target: Path, current: os.stat_result | None) -> int:
+        return 0o600
+
+    AtomicFile(p, permissions=0o600)
+    AtomicFile(p, permissions=hook)
+    AtomicFile(p, permissions=None, logger=logging.getLogger("x"))
+    AtomicFile(p, logger=logging.LoggerAdapter(logging.getLogger("x"), {"k": 1}))
+    AtomicFile(p, durable=False, follow_symlinks=False)
+    af = AtomicFile(p, "wb")
+    assert_type(af.path, str)
+    assert_type(af.mode, str)
+    assert_type(af.temp_path, str | None)
+    assert_type(af.commit(), None)
+    assert_type(af.discard(), None)
+
+
+def sync_must_not_type_check(p: str, b: bytes) -> None:
+    AtomicFile(p, "r")  # type: ignore[call-overload]
+    AtomicFile(p, "rb")  # type: ignore[call-overload]
+    AtomicFile(p, "wb", encoding="utf-8")  # type: ignore[call-overload]
+    AtomicFile(p, "wq")  # type: ignore[call-overload]
+    AtomicFile(p, permissions="644")  # type: ignore[call-overload]
+    AtomicFile(p, 0)  # type: ignore[call-overload]
+    AtomicFile(123)  # type: ignore[call-overload]
+    with AtomicFile(p) as text:
+        text.write(b)  # type: ignore[arg-type]
+    with AtomicFile(p, "wb") as binary:
+        binary.write("str")  # type: ignore[arg-type]
+
+
+async def async_text(p: str) -> None:
+    async with AtomicFile(p) as f:
+        assert_type(f, AsyncFile[str])
+        assert_type(await f.write("x"), int)
+        assert_type(await f.writelines(["a", "b"]), None)
+        assert_type(await f.flush(), None)
+        assert_type(f.name, str)
+        assert_type(f.mode, str)
+        assert_type(f.encoding, str | None)
+        assert_type(f.wrapped, IO[str])
+    async with AtomicFile(p, "r+") as f:
+        assert_type(f, AsyncFile[str])
+        assert_type(await f.read(), str)
+        assert_type(await f.read(3), str)
+        assert_type(await f.readline(), str)
+        assert_type(await f.readlines(), list[str])
+        assert_type(await f.seek(0), int)
+        assert_type(await f.seek(0, os.SEEK_END), int)
+        assert_type(await f.tell(), int)
+        assert_type(await f.truncate(), int)
+        assert_type(await f.truncate(3), int)
+    async with AtomicFile(p, "a+", encoding="utf-8") as f:
+        assert_type(f, AsyncFile[str])
+
+
+async def async_binary(p: Path) -> None:
+    async with AtomicFile(p, "wb") as f:
+        assert_type(f, AsyncFile[bytes])
+        assert_type(await f.write(b"x"), int)
+        assert_type(f.wrapped, IO[bytes])
+    async with AtomicFile(p, "r+b") as f:
+        assert_type(f, AsyncFile[bytes])
+        assert_type(await f.read(), bytes)
+        assert_type(await f.readline(), bytes)
+        assert_type(await f.readlines(), list[bytes])
+    async with AtomicFile(p, "wb", buffering=0) as f:
+        assert_type(f, AsyncFile[bytes])
+    async with AtomicFile(p, "wb") as f:
+        # Bytes-like data, as the sync file's write() takes (typeshed: ReadableBuffer);
+        # mypy >= 2 no longer promotes bytearray/memoryview to bytes.
+        assert_type(await f.write(bytearray(b"x")), int)
+        assert_type(await f.write(memoryview(b"x")), int)
+        await f.writelines([bytearray(b"x"), memoryview(b"y")])
+    async with AtomicFile(p, "ab", buffering=4096) as f:
+        assert_type(f, AsyncFile[bytes])
+
+
+async def async_must_not_type_check(p: str) -> None:
+    async with AtomicFile(p, "wb") as binary:
+        await binary.write("str")  # type: ignore[arg-type]
+    async with AtomicFile(p) as text:
+        await text.write(b"bytes")  # type: ignore[arg-type]
+        text.write("not awaited")  # type: ignore[unused-coroutine]
+
+
+def one_call(p: str, b: bytes) -> None:
+    assert_type(atomic_write(p, "text"), None)
+    assert_type(atomic_write(p, b), None)
+    atomic_write(p, bytearray(b))
+    atomic_write(p, memoryview(b))
+    atomic_write(Path(p), "t", mode="x", encoding="utf-8", errors="strict", newline="\n")
+    atomic_write(os.fsencode(p), b, mode="a", permissions=0o600, durable=False,
+                 follow_symlinks=False, logger=None)  # fmt: skip
+    atomic_write(p, 123)  # type: ignore[arg-type]
+    atomic_write(p, "t", mode="r+")  # type: ignore[arg-type]
+    atomic_write(p, "t", "w")  # type: ignore[call-arg]
+
+
+async def one_call_async(p: str, b: bytes) -> None:
+    assert_type(await atomic_write_async(p, "text"), None)
+    assert_type(await atomic_write_async(Path(p), b, mode="x", durable=False), None)
+    await atomic_write_async(p, 123)  # type: ignore[arg-type]
+    atomic_write_async(p, "not awaited")  # type: ignore[unused-coroutine]
+
+
+def errors(exc: SessionFileError) -> None:
+    assert_type(exc.path, str)
+    assert_type(exc.operation, str)
+    assert_type(exc.step, str)
+    assert_type(exc.cause, OSError)
+    assert_type(exc.errno, int | None)
+    assert_type(exc.strerror, str | None)
+    assert_type(exc.filename, Any)
+    caught: OSError = exc
+    del caught
+    try:
+        atomic_write("p", "x")
+    except PermissionError as err:  # what open() callers already catch
+        assert_type(err, PermissionError)
+
+
+def runtime_mode(p: str, mode: str) -> None:
+    # Deliberately no `mode: str` fallback overload (typeshed's open() has one): with it,
+    # AtomicFile(p, "r") would type-check too. A mode known only at run time must be
+    # narrowed to one of the mode literals (or cast) by the caller.
+    with AtomicFile(p, mode) as f:  # type: ignore[call-overload]
+        assert_type(f, Any)
