@@ -71,18 +71,29 @@ _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 _rng: Any = None
+#: Bumped in every forked child: an AtomicFile opened before the fork is the parent's.
+_forks = 0
+
+
+def _after_fork() -> None:
+    global _forks
+    _forks += 1
+    if _rng is not None:
+        _rng.seed()  # or parent and child would draw the same temp names
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def _token() -> int:
     """64 random bits for a temp name. O_EXCL, not secrecy, makes the name safe, so the
-    fast PRNG will do (as tempfile's does); it is reseeded in forked children."""
+    fast PRNG will do (as tempfile's does; no getrandom() call per write)."""
     global _rng
     if _rng is None:
         import random
 
         _rng = random.Random()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_rng.seed)
     return int(_rng.getrandbits(64))
 
 
@@ -233,7 +244,7 @@ class AtomicFile(Generic[_F]):
         self._discard_requested = False
         self._size_hint: int | None = None
         self._created = False
-        self._pid = os.getpid()
+        self._forks = _forks
 
     def __repr__(self) -> str:
         return f"<AtomicFile {self.path!r} mode={self.mode!r} {self._state}>"
@@ -440,7 +451,7 @@ class AtomicFile(Generic[_F]):
     def __del__(self) -> None:
         # An abandoned open write is discarded, as an unclosed file is closed, with the same
         # ResourceWarning. Never in a forked child: the temp belongs to the parent.
-        if getattr(self, "_state", None) == _OPEN and self._pid == os.getpid():
+        if getattr(self, "_state", None) == _OPEN and self._forks == _forks:
             import warnings
 
             warnings.warn(f"unfinished {self!r} discarded", ResourceWarning, stacklevel=2)
@@ -562,6 +573,12 @@ class AtomicFile(Generic[_F]):
         """The temp's file object, exactly as `open()` builds it, owning no fd (we keep it
         past a user's `close()` to chmod, fsync and unlink)."""
         buffering, encoding, errors, newline = self._open_args
+        if buffering < 0:
+            # open()'s own default (FileIO's _blksize), given explicitly so that open() skips
+            # its isatty() probe, an ioctl per write: a temp file is never a terminal.
+            assert self._temp_stat is not None
+            blksize = self._temp_stat.st_blksize
+            buffering = blksize if blksize > 1 else io.DEFAULT_BUFFER_SIZE
         file: Any = open(self._fd, self.mode, buffering, encoding, errors, newline, closefd=False)
         raw = file if buffering == 0 else file.buffer.raw if self._mode.text else file.raw
         raw.name = self.temp_path

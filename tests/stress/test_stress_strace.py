@@ -1,0 +1,343 @@
+"""Durability order, read from the system calls a real write makes (strace).
+
+A child process (`_stress_child.py trace`) does one warm-up write (first-use imports, the
+PRNG's seeding), then `stat()`s a path that does not exist, does the write under test, and
+`stat()`s a second such path. Those two marker calls bound the region of the trace that
+belongs to the write, whatever Python or the dynamic loader do around it, and on any thread
+(the async forms write from a worker thread). The trace is parsed into calls in entry order;
+`<unfinished ...>` / `<... resumed>` pairs are joined per thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _stress_util import CHILD
+
+import atomicfile
+
+pytestmark = pytest.mark.stress
+
+STRACE = shutil.which("strace")
+TRACED = (
+    "trace=%file,%desc,fsync,fdatasync,rename,renameat,renameat2,link,linkat,unlink,unlinkat,"
+    "fchmod,fchown,flock,openat,close"
+)
+SYNCS = {"fsync", "fdatasync", "sync_file_range", "syncfs", "sync", "msync"}
+RENAMES = {"rename", "renameat", "renameat2"}
+LINKS = {"link", "linkat"}
+UNLINKS = {"unlink", "unlinkat"}
+OPENS = {"open", "openat", "openat2", "creat"}
+# Upper bound on the system calls of one small durable `atomic_write` of a new file, measured
+# on CPython 3.11 / Linux x86_64 (test_syscall_count_of_one_small_durable_write):
+#   lstat target, openat temp, flock, fstat (library), fstat + lseek (open() wrapping the
+#   fd; the library passes open()'s default buffer size itself, so open() skips its isatty
+#   ioctl), write, fsync, rename, close, openat dir, fsync dir, close dir = 13.
+# Memory management calls (mmap, brk...) are not counted: they come from Python's allocator.
+MAX_SYSCALLS = 13
+
+
+@dataclass
+class Call:
+    pid: int
+    name: str
+    args: list[str]
+    ret: int | None
+    err: str | None
+    line: str
+
+
+_LINE = re.compile(r"^(?:(\d+)\s+)?(.*)$")
+_CALL = re.compile(r"^(\w+)\((.*)\)\s+=\s+(-?\d+|\?|0x[0-9a-f]+)(?:\s+(E[A-Z0-9]+))?")
+
+
+def _split_args(text: str) -> list[str]:
+    """Split strace's argument list at top-level commas (not inside "...", {}, [] or ())."""
+    args, depth, quoted, escaped, start = [], 0, False, False, 0
+    for i, ch in enumerate(text):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch in "{[(":
+            depth += 1
+        elif ch in "}])":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            args.append(text[start:i].strip())
+            start = i + 1
+    tail = text[start:].strip()
+    if tail:
+        args.append(tail)
+    return args
+
+
+def parse_trace(text: str) -> list[Call]:
+    """Calls in the order they were entered; a call split by another thread's call
+    (`<unfinished ...>` ... `<... name resumed>`) is joined and keeps its entry position."""
+    slots: list[Call | None] = []
+    pending: dict[int, tuple[int, str]] = {}
+    for raw in text.splitlines():
+        m = _LINE.match(raw)
+        assert m is not None
+        pid, body = int(m.group(1) or 0), m.group(2)
+        if body.startswith(("+++", "---")):
+            continue
+        if body.endswith("<unfinished ...>"):
+            pending[pid] = (len(slots), body[: -len("<unfinished ...>")].rstrip())
+            slots.append(None)
+            continue
+        resumed = re.match(r"^<\.\.\. (\w+) resumed>\s?(.*)$", body)
+        if resumed:
+            if pid not in pending:
+                continue  # began before the trace did
+            index, head = pending.pop(pid)
+            slots[index] = _call(pid, head + resumed.group(2), raw)
+            continue
+        slots.append(_call(pid, body, raw))
+    return [c for c in slots if c is not None]
+
+
+def _call(pid: int, body: str, raw: str) -> Call | None:
+    m = _CALL.match(body)
+    if m is None:
+        return None  # e.g. "exit_group(0) = ?" variants, or a line strace cut short
+    ret = m.group(3)
+    # umask(2) returns a mode, which strace prints in octal ("022").
+    base = 8 if ret.startswith("0") and ret[1:2].isdigit() else 0
+    value = None if ret == "?" else int(ret, base)
+    return Call(pid, m.group(1), _split_args(m.group(2)), value, m.group(4), raw)
+
+
+def _path(arg: str) -> str:
+    assert arg.startswith('"') and arg.endswith('"'), arg
+    return arg[1:-1]
+
+
+def _path_args(call: Call) -> list[str]:
+    return [_path(a) for a in call.args if a.startswith('"')]
+
+
+def run_traced(
+    tmp_path: Path, *, full: bool = False, **options: Any
+) -> tuple[list[Call], dict[str, Any]]:
+    """Trace one write in a child; return the calls between the two markers."""
+    if STRACE is None:
+        pytest.skip("strace is not installed (.ci/run installs it)")
+    work = tmp_path / "dir"
+    work.mkdir(exist_ok=True)
+    args: dict[str, Any] = {
+        "umask": 0o022,
+        "durable": True,
+        "permissions": None,
+        "api": "atomic_write",
+        "mode": "w",
+        "target": str(work / "target"),
+        "warmup": str(tmp_path / "warmup"),
+        "begin": str(tmp_path / "marker-begin-does-not-exist"),
+        "end": str(tmp_path / "marker-end-does-not-exist"),
+        **options,
+    }
+    out = tmp_path / "strace.out"
+    filters = [] if full else ["-e", TRACED]
+    cmd = [STRACE, "-f", "-qq", "-s", "4096", *filters, "-o", str(out), sys.executable]
+    import json
+
+    done = subprocess.run(
+        [*cmd, str(CHILD), "trace", json.dumps(args)], capture_output=True, timeout=120
+    )
+    if done.returncode and b"ptrace" in done.stderr.lower():
+        pytest.skip(f"ptrace is not permitted here: {done.stderr.decode().strip()}")
+    assert done.returncode == 0, done.stderr.decode()
+    ready = done.stdout.decode().split()
+    assert ready[:2] == ["ready", atomicfile.__file__], ready
+    calls = parse_trace(out.read_text(errors="replace"))
+    marks = [
+        i
+        for i, c in enumerate(calls)
+        if c.name in ("stat", "newfstatat", "statx", "lstat")
+        and any(p in (args["begin"], args["end"]) for p in _path_args(c))
+    ]
+    assert len(marks) == 2, f"markers not found in the trace: {marks}"
+    return calls[marks[0] + 1 : marks[1]], args
+
+
+def _index(calls: list[Call], pred: Any, start: int = 0, what: str = "") -> int:
+    for i in range(start, len(calls)):
+        if pred(calls[i]):
+            return i
+    raise AssertionError(f"no {what} in the trace after call {start}:\n" + _dump(calls))
+
+
+def _dump(calls: list[Call]) -> str:
+    return "\n".join(c.line for c in calls if c.name not in ("epoll_wait",))
+
+
+def _temp_open(calls: list[Call], target: str) -> tuple[int, Call]:
+    temp = re.compile(
+        re.escape(os.path.dirname(target)) + r"/\." + re.escape(os.path.basename(target))
+        + r"\.[0-9a-f]{16}\.tmp$"
+    )  # fmt: skip
+    i = _index(
+        calls,
+        lambda c: c.name in OPENS and any(temp.match(p) for p in _path_args(c)),
+        what="create of the temp file",
+    )
+    return i, calls[i]
+
+
+def _flags(call: Call) -> set[str]:
+    flag_arg = next(a for a in call.args if re.match(r"^O_[A-Z_|]+", a))
+    return set(flag_arg.split("|"))
+
+
+def _check_durable_order(calls: list[Call], args: dict[str, Any], final: int) -> dict[str, int]:
+    target = args["target"]
+    i_open, opened = _temp_open(calls, target)
+    temp = next(p for p in _path_args(opened) if p.endswith(".tmp"))
+    flags = _flags(opened)
+    assert {"O_CREAT", "O_EXCL", "O_NOFOLLOW"} <= flags, opened.line
+    create_mode = int(opened.args[-1], 8)
+    assert create_mode & ~final == 0, f"temp created wider ({create_mode:o}) than {final:o}"
+    fd = opened.ret
+    assert fd is not None and fd >= 0, opened.line
+    tid = opened.pid
+
+    def on_fd(names: set[str]) -> Any:
+        return lambda c: c.name in names and c.args[:1] == [str(fd)]
+
+    i_close = _index(calls, on_fd({"close"}), i_open + 1, what="close of the temp")
+    i_sync = _index(calls, on_fd(SYNCS), i_open + 1, what="fsync of the temp")
+    assert i_sync < i_close, "the temp's fd must be fsynced before it is closed"
+    assert calls[i_sync].pid == tid and calls[i_sync].ret == 0
+    chmods = [i for i in range(i_open, i_close) if on_fd({"fchmod"})(calls[i])]
+    for i in chmods:
+        assert i < i_sync, "the mode must be set before the data is synced:\n" + _dump(calls)
+
+    if args["mode"] == "x":
+        publish = _index(
+            calls, lambda c: c.name in LINKS and _path_args(c) == [temp, target], what="link"
+        )
+        assert not [c for c in calls if c.name in RENAMES], "x mode must never rename"
+        i_unlink = _index(
+            calls, lambda c: c.name in UNLINKS and _path_args(c) == [temp], publish + 1,
+            what="unlink of the temp name after the link",
+        )  # fmt: skip
+        assert calls[i_unlink].ret == 0
+    else:
+        publish = _index(
+            calls, lambda c: c.name in RENAMES and _path_args(c) == [temp, target], what="rename"
+        )
+        assert not [c for c in calls if c.name in UNLINKS and temp in _path_args(c)], (
+            "the temp name must never be unlinked once renamed"
+        )
+    assert calls[publish].ret == 0
+    assert i_sync < publish, "the temp must be fsynced before it is renamed:\n" + _dump(calls)
+
+    directory = os.path.dirname(target)
+    i_dir = _index(
+        calls,
+        lambda c: c.name in OPENS and _path_args(c) == [directory] and c.ret is not None
+        and c.ret >= 0,
+        publish + 1,
+        what="open of the directory after the rename",
+    )  # fmt: skip
+    dfd = calls[i_dir].ret
+    assert "O_DIRECTORY" in _flags(calls[i_dir])
+    i_dsync = _index(
+        calls, lambda c: c.name in SYNCS and c.args[:1] == [str(dfd)], i_dir + 1,
+        what="fsync of the directory",
+    )  # fmt: skip
+    assert calls[i_dsync].ret == 0
+    _index(calls, lambda c: c.name == "close" and c.args == [str(dfd)], i_dsync + 1,
+           what="close of the directory")  # fmt: skip
+    return {"open": i_open, "fsync": i_sync, "publish": publish, "dir fsync": i_dsync}
+
+
+@pytest.mark.parametrize("api", ["atomic_write", "AtomicFile", "async_with"])
+def test_durable_write_syncs_in_order(tmp_path: Path, api: str) -> None:
+    # permissions=0o660 under umask 0o022: created 0o640 (never wider than final), so the
+    # fchmod to 0o660 must happen, and before the fsync.
+    calls, args = run_traced(tmp_path, api=api, permissions=0o660, umask=0o022)
+    order = _check_durable_order(calls, args, 0o660)
+    chmods = [c for c in calls if c.name == "fchmod"]
+    assert [c.args[1] for c in chmods] == ["0660"], _dump(calls)
+    assert calls.index(chmods[0]) < order["fsync"]
+    assert stat.S_IMODE(os.stat(args["target"]).st_mode) == 0o660
+
+
+def test_durable_replace_of_existing_private_file(tmp_path: Path) -> None:
+    """An existing 0o600 target, umask 0: the temp is created 0o600, never wider."""
+    (tmp_path / "dir").mkdir()
+    target = tmp_path / "dir" / "target"
+    target.write_bytes(b"old secret")
+    target.chmod(0o600)
+    calls, args = run_traced(tmp_path, api="AtomicFile", umask=0)
+    _check_durable_order(calls, args, 0o600)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+
+
+def test_x_mode_links_then_unlinks_never_renames(tmp_path: Path) -> None:
+    calls, args = run_traced(tmp_path, api="atomic_write", mode="x")
+    _check_durable_order(calls, args, 0o644)
+
+
+@pytest.mark.parametrize("api", ["atomic_write", "AtomicFile", "async_with"])
+def test_durable_false_never_syncs(tmp_path: Path, api: str) -> None:
+    calls, args = run_traced(tmp_path, api=api, durable=False)
+    assert [c.line for c in calls if c.name in SYNCS] == []
+    i_open, opened = _temp_open(calls, args["target"])
+    assert {"O_CREAT", "O_EXCL", "O_NOFOLLOW"} <= _flags(opened)
+    temp = next(p for p in _path_args(opened) if p.endswith(".tmp"))
+    _index(calls, lambda c: c.name in RENAMES and _path_args(c) == [temp, args["target"]],
+           i_open + 1, what="rename")  # fmt: skip
+
+
+def test_syscall_count_of_one_small_durable_write(tmp_path: Path) -> None:
+    """The cost of `atomic_write(new_path, b"...")` (durable) in system calls.
+
+    Method: a full trace (every syscall), cut at the two marker stats; the warm-up write
+    before them has already done every first-use import, so the region holds the write's own
+    calls only (lstat of the target ... close of the directory fd). Calls from Python's
+    memory allocator (mmap/munmap/brk/madvise/mprotect) are left out of the count: they depend
+    on the heap's state, not on the protocol.
+    """
+    calls, _ = run_traced(tmp_path, full=True, api="atomic_write")
+    noise = {"mmap", "munmap", "brk", "madvise", "mprotect", "mremap"}
+    counted = [c for c in calls if c.name not in noise]
+    names = [c.name for c in counted]
+    print(f"\none small durable atomic_write: {len(counted)} syscalls: {' '.join(names)}")
+    for name in ("openat", "flock", "write", "fsync", "rename"):
+        assert name in names, names
+    assert names[-3:] == ["openat", "fsync", "close"], names  # ends with the directory sync
+    assert len(counted) <= MAX_SYSCALLS, "\n".join(c.line for c in counted)
+
+
+def test_parser_joins_unfinished_calls() -> None:
+    text = (
+        '7 openat(AT_FDCWD, "/d/.t.0123456789abcdef.tmp", O_WRONLY|O_CREAT <unfinished ...>\n'
+        "8 epoll_wait(3, [], 1, 0)           = 0\n"
+        "7 <... openat resumed>, 0600)    = 6\n"
+        '7 rename("/a, b", "/c") = -1 ENOENT (No such file or directory)\n'
+        "7 +++ exited with 0 +++\n"
+    )
+    calls = parse_trace(text)
+    assert [c.name for c in calls] == ["openat", "epoll_wait", "rename"]
+    assert calls[0].args == ["AT_FDCWD", '"/d/.t.0123456789abcdef.tmp"', "O_WRONLY|O_CREAT",
+                             "0600"]  # fmt: skip
+    assert calls[0].ret == 6
+    assert calls[2].args == ['"/a, b"', '"/c"'] and calls[2].err == "ENOENT"
