@@ -20,10 +20,10 @@ __all__ = [
     "AsyncFile",
     "AtomicFile",
     "SessionFileError",
+    "__version__",
     "atomic_write",
     "atomic_write_async",
     "clean_stale_temps",
-    "__version__",
 ]
 
 for _obj in (AtomicFile, SessionFileError, atomic_write, clean_stale_temps):

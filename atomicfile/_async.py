@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import IO, TYPE_CHECKING, Any, AnyStr, Callable, Generic, Iterable, TypeVar, overload
+from collections.abc import Callable, Iterable
+from typing import IO, TYPE_CHECKING, Any, AnyStr, Generic, TypeVar, overload
 
 from ._core import AtomicFile, atomic_write
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, StrOrBytesPath
     from typing import Literal
+
+    from _typeshed import ReadableBuffer, StrOrBytesPath
 
     from ._log import AnyLogger
     from ._permissions import Permissions

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
     from ._async import AsyncFile
-    from ._log import AnyLogger, EventLog
+    from ._log import AnyLogger
     from ._permissions import Permissions
 
     _F = TypeVar("_F", bound="IO[Any]", covariant=True)
@@ -579,7 +579,9 @@ class AtomicFile(Generic[_F]):
             assert self._temp_stat is not None
             blksize = self._temp_stat.st_blksize
             buffering = blksize if blksize > 1 else io.DEFAULT_BUFFER_SIZE
-        file: Any = open(self._fd, self.mode, buffering, encoding, errors, newline, closefd=False)
+        file: Any = open(  # noqa: SIM115 - the caller owns and closes it
+            self._fd, self.mode, buffering, encoding, errors, newline, closefd=False
+        )
         raw = file if buffering == 0 else file.buffer.raw if self._mode.text else file.raw
         raw.name = self.temp_path
         return file  # type: ignore[no-any-return]

@@ -59,7 +59,7 @@ def error_code(exc: BaseException) -> str:
 class EventLog:
     """Sends one write's events to a logger, building fields only for enabled levels."""
 
-    __slots__ = ("logger", "debug")
+    __slots__ = ("debug", "logger")
 
     def __init__(self, logger: AnyLogger | None) -> None:
         self.logger: AnyLogger = logging.getLogger(LOGGER_NAME) if logger is None else logger

@@ -8,7 +8,7 @@ _LETTERS = frozenset("wxar+tb")
 class Mode:
     """A validated mode: what kind of write it is and how to open the temp file."""
 
-    __slots__ = ("text", "binary", "kind", "plus", "raw")
+    __slots__ = ("binary", "kind", "plus", "raw", "text")
 
     def __init__(self, mode: str) -> None:
         if not isinstance(mode, str):

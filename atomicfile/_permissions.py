@@ -7,8 +7,9 @@ import stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
-    from typing import Callable, Union
+    from typing import Union
 
     PermissionHook = Callable[[Path, Union[os.stat_result, None]], int]
     Permissions = Union[int, PermissionHook, None]

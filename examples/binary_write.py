@@ -25,7 +25,8 @@ def main() -> None:
         f.write(key)
     data = path.read_bytes()
     mode = stat.S_IMODE(path.stat().st_mode)
-    print(f"{path}: {len(data)} bytes, mode {mode:#o}, sha256 {hashlib.sha256(data).hexdigest()[:16]}")
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    print(f"{path}: {len(data)} bytes, mode {mode:#o}, sha256 {digest}")
 
 
 if __name__ == "__main__":

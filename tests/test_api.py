@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from conftest import Form, listing
 
 import atomicfile._core
 from atomicfile import AtomicFile, SessionFileError, atomic_write, atomic_write_async
+
+from conftest import Form, listing
 
 OLD = "old-content\n"
 NEW = "NEW"

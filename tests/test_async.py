@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import listing
 
 import atomicfile
 import atomicfile._fs
 from atomicfile import AsyncFile, AtomicFile, SessionFileError, atomic_write_async
+
+from conftest import listing
 
 
 @contextlib.contextmanager

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Form, listing
 
 from atomicfile import AtomicFile, SessionFileError
+
+from conftest import Form, listing
 
 # -- helpers --------------------------------------------------------------------------------
 

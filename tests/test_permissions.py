@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IS_ROOT, Form, listing, needs_root
 
 from atomicfile import AtomicFile, SessionFileError
+
+from conftest import IS_ROOT, Form, listing, needs_root
 
 
 def mode_of(path: Path | str) -> int:

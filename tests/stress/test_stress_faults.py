@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IS_ROOT, Form, listing
 
 import atomicfile._fs
 from atomicfile import SessionFileError
+
+from conftest import IS_ROOT, Form, listing
 
 pytestmark = pytest.mark.stress
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
-from conftest import Form, listing
 
 import atomicfile._core
+
+from conftest import Form, listing
 
 pytestmark = pytest.mark.stress
 
