@@ -529,6 +529,7 @@ class AtomicFile(Generic[_F]):
         for _ in range(100):
             try:
                 fd = os.open(temp, flags, create_mode)
+                self.temp_path, self._fd, self._created = temp, fd, True
             except FileExistsError:
                 temp = os.path.join(directory, _naming.temp_name(base, _token(), name_max))
                 continue
@@ -539,7 +540,11 @@ class AtomicFile(Generic[_F]):
                 name_max = os.pathconf(directory or ".", "PC_NAME_MAX")
                 temp = os.path.join(directory, _naming.temp_name(base, _token(), name_max))
                 continue
-            self.temp_path, self._fd, self._created = temp, fd, True
+            except BaseException:
+                # A signal handler's exception (KeyboardInterrupt) just after open()
+                # returned: the file is there and ours, so the cleanup must remove the name.
+                self.temp_path, self._created = temp, True
+                raise
             _fs.lock(fd)
             self._temp_stat = st = os.fstat(fd)
             if st.st_nlink:

@@ -1,0 +1,366 @@
+"""The `atomicfile` command: `write` (a safe `sponge`) and `clean` (the stale-temp sweep).
+
+Loaded only when the command runs, so it may import argparse and logging freely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any, BinaryIO, Literal, NoReturn
+
+from . import __version__
+from ._clean import clean_stale_temps
+from ._core import AtomicFile
+from ._errors import SessionFileError
+
+PROG = "atomicfile"
+# Read standard input in 1 MiB pieces: memory stays constant whatever the input's size.
+_CHUNK = 1 << 20
+# Signals that abandon a write while standard input is read (exit status 128 + number).
+_INTERRUPTS = tuple(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE")
+    if hasattr(signal, name)
+)
+
+_EPILOG = """\
+examples:
+  sort data.txt | atomicfile write data.txt       sort a file in place, safely
+  jq '.debug = true' cfg.json | atomicfile write cfg.json
+  make-secret | atomicfile write --mode 0600 --no-clobber secret.key
+  atomicfile clean --recursive --dry-run /srv/data   list stale temp files
+  atomicfile clean /srv/data                       remove them
+
+exit status: 0 on success; 1 if the write or the sweep failed (the target is then untouched);
+2 for a usage error; 128+N if signal N (Ctrl-C: 130) interrupted the input.
+"""
+
+_WRITE_EPILOG = """\
+TARGET is replaced only once standard input has reached its end and the new content is on
+disk (fsync, rename, directory fsync). Until then, and if anything fails or the input is
+interrupted (Ctrl-C, SIGTERM, SIGHUP, SIGPIPE, a read error), TARGET keeps its old content and
+no temp file is left. atomicfile cannot tell a producer that died from one that finished:
+both just end the input.
+
+examples:
+  sort -u words.txt | atomicfile write words.txt
+  curl -fsS https://example.org/cfg | atomicfile write -v --mode 0644 /etc/app/cfg
+  printf 'token\\n' | atomicfile write --no-clobber --mode 0600 token.txt
+"""
+
+_CLEAN_EPILOG = """\
+A writer killed mid-write (SIGKILL, power loss) leaves its temp file `.<name>.<16 hex>.tmp`.
+Every atomicfile writer holds a lock on its temp while it writes: `clean` removes only temps
+whose lock is free, so it never removes the temp of a running writer. It cannot know on file
+systems whose locks are not shared between machines (NFS without lockd), nor for writers of
+other libraries that take no lock. Prints the paths removed (or, with --dry-run, that would
+be), one per line.
+
+examples:
+  atomicfile clean .
+  atomicfile clean -r --dry-run /srv/data
+  atomicfile clean --target cfg.json /etc/app
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (argparse prints the usage too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _permissions(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o7777:
+        raise argparse.ArgumentTypeError(
+            f"invalid mode {text!r}: expected octal permission bits such as 0600 or 644"
+        )
+    return mode
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog=PROG,
+        description="Atomic, durable file writes from the shell.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    write = commands.add_parser(
+        "write",
+        help="copy standard input into TARGET atomically (a safe sponge)",
+        description="Copy standard input into TARGET atomically: TARGET holds its old content\n"
+        "or all of the new, never a part, even if the process or the machine dies.",
+        epilog=_WRITE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    write.add_argument("target", metavar="TARGET", help="the file to replace")
+    write.add_argument(
+        "-m",
+        "--mode",
+        type=_permissions,
+        metavar="MODE",
+        help="permission bits of TARGET, in octal (default: keep an existing file's, "
+        "else 0644 less the umask)",
+    )
+    kind = write.add_mutually_exclusive_group()
+    kind.add_argument(
+        "-n",
+        "--no-clobber",
+        action="store_true",
+        help="fail (exit 1) if TARGET exists, checked atomically at the rename",
+    )
+    kind.add_argument(
+        "-a", "--append", action="store_true", help="add the input after TARGET's content"
+    )
+    write.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="skip fsync: still atomic, but a power loss may leave the old content",
+    )
+    write.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="if TARGET is a symlink, replace the link itself (default: the file it points to)",
+    )
+    write.add_argument(
+        "-v", "--verbose", action="store_true", help="show the write's log events on stderr"
+    )
+
+    clean = commands.add_parser(
+        "clean",
+        help="remove the temp files of killed writers from DIR",
+        description="Remove stale atomicfile temp files (left by killed writers) from DIR.",
+        epilog=_CLEAN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    clean.add_argument("directory", metavar="DIR", help="the directory to sweep")
+    clean.add_argument("-r", "--recursive", action="store_true", help="sweep subdirectories too")
+    clean.add_argument(
+        "-n", "--dry-run", action="store_true", help="list what would be removed; remove nothing"
+    )
+    clean.add_argument(
+        "-t", "--target", metavar="NAME", help="only the temp files of the file named NAME"
+    )
+    clean.add_argument(
+        "-v", "--verbose", action="store_true", help="also report temps kept, on stderr"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `atomicfile` command with `argv` (default: `sys.argv[1:]`); return its exit
+    status. Errors are reported as one line on stderr."""
+    try:
+        args = _parser().parse_args(argv)
+        if args.verbose:
+            _log_to_stderr()
+        if args.command == "write":
+            return _write(args)
+        return _clean(args)
+    except KeyboardInterrupt:
+        # Outside a write's input (a write handles its own): nothing was changed.
+        _say("interrupted")
+        return 130
+
+
+# -- write ----------------------------------------------------------------------------------
+
+
+class _InputError(Exception):
+    """Reading standard input failed (not an OSError, so the write reports it as itself)."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class _Interrupted(BaseException):
+    """A signal arrived while the input was read: abandon the write."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _write(args: argparse.Namespace) -> int:
+    target: str = args.target
+    mode: Literal["wb", "xb", "ab"] = "xb" if args.no_clobber else "ab" if args.append else "wb"
+    try:
+        with _InterruptingSignals() as signals:
+            af = AtomicFile(
+                target,
+                mode,
+                permissions=args.mode,
+                durable=not args.no_fsync,
+                follow_symlinks=not args.no_follow,
+            )
+            # Creating the temp runs with the signals held: one landing between open(2)
+            # and the moment the write records its temp would leave that temp behind.
+            signals.hold()
+            with af as file:
+                signals.release()  # a signal that came meanwhile is raised here
+                _copy_input(file)
+                # From here the commit (or the cleanup) runs to its end: a signal waits.
+                signals.hold()
+    except _Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        _say(f"interrupted by {name}; {target!r} left unchanged")
+        return 128 + exc.signum
+    except _InputError as exc:
+        _say(f"cannot read standard input: {_reason(exc.cause)}; {target!r} left unchanged")
+        return 1
+    except SessionFileError as exc:
+        _say(f"cannot write {target!r}: {_reason(exc)}")
+        return 1
+    return 0
+
+
+def _copy_input(file: BinaryIO) -> None:
+    """Copy standard input (fd 0, unbuffered) to `file`, one chunk at a time."""
+    while True:
+        try:
+            chunk = os.read(0, _CHUNK)
+        except OSError as exc:
+            raise _InputError(exc) from exc
+        if not chunk:
+            return
+        file.write(chunk)
+
+
+class _InterruptingSignals:
+    """While the `with` block runs, SIGINT, SIGTERM, SIGHUP and SIGPIPE raise `_Interrupted`
+    (once: the handler holds them first, so a second Ctrl-C cannot break the cleanup).
+    `hold()` defers them (the kernel keeps them pending), `release()` lets them through.
+    Signals still pending at the end are dropped: they came after the write was decided.
+    Only in the main thread, where Python runs signal handlers; elsewhere it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._active = (
+            hasattr(signal, "pthread_sigmask")
+            and threading.current_thread() is threading.main_thread()
+        )
+        self._caught = [
+            s
+            for s in _INTERRUPTS
+            # A signal ignored on entry (nohup, `cmd &` in a script) stays ignored; Python
+            # itself ignores SIGPIPE, so that one is always ours to catch.
+            if s == getattr(signal, "SIGPIPE", None) or signal.getsignal(s) is not signal.SIG_IGN
+        ]
+        self._mask: set[int | signal.Signals] = set()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _InterruptingSignals:
+        if self._active:
+            self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            for s in self._caught:
+                self._previous[s] = signal.signal(s, self._interrupt)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._active:
+            return
+        for s in self._caught:
+            signal.signal(s, signal.SIG_IGN)  # discards a pending one (POSIX sigaction)
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+        for s, handler in self._previous.items():
+            if handler is not None:  # None: set outside Python; leave it ignored
+                signal.signal(s, handler)
+
+    def hold(self) -> None:
+        if self._active:
+            signal.pthread_sigmask(signal.SIG_BLOCK, self._caught)
+
+    def release(self) -> None:
+        if self._active:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._caught)
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        self.hold()
+        raise _Interrupted(signum)
+
+
+# -- clean ----------------------------------------------------------------------------------
+
+
+def _clean(args: argparse.Namespace) -> int:
+    directory: str = args.directory
+    try:
+        removed = clean_stale_temps(
+            directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run
+        )
+    except ValueError as exc:
+        _say(f"error: {exc}")
+        return 2
+    except OSError as exc:
+        _say(f"cannot clean {directory!r}: {_reason(exc)}")
+        return 1
+    out = sys.stdout.buffer
+    try:
+        for path in removed:
+            out.write(os.fsencode(path) + b"\n")
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): the sweep is done; stop printing quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
+    return 0
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno is None:
+        return str(exc)
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    return f"{exc.strerror or os.strerror(exc.errno)} [{name}]"
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.flush()
+
+
+# Attributes every LogRecord has: whatever else a record carries came from `extra=`.
+_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class _FieldsFormatter(logging.Formatter):
+    """`atomicfile: DEBUG Starting atomic write target_path=cfg.json temp_path=...`"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import shlex
+
+        fields = []
+        for key, value in vars(record).items():
+            if key in _RECORD_ATTRS:
+                continue
+            text = f"{value:.3f}" if isinstance(value, float) else shlex.quote(str(value))
+            fields.append(f"{key}={text}")
+        return " ".join([f"{PROG}: {record.levelname} {record.getMessage()}", *fields])
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_FieldsFormatter())
+    logger = logging.getLogger(PROG)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
