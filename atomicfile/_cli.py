@@ -209,11 +209,7 @@ def _write(args: argparse.Namespace) -> int:
                 durable=not args.no_fsync,
                 follow_symlinks=not args.no_follow,
             )
-            # Creating the temp runs with the signals held: one landing between open(2)
-            # and the moment the write records its temp would leave that temp behind.
-            signals.hold()
             with af as file:
-                signals.release()  # a signal that came meanwhile is raised here
                 _copy_input(file)
                 # From here the commit (or the cleanup) runs to its end: a signal waits.
                 signals.hold()
@@ -245,7 +241,7 @@ def _copy_input(file: BinaryIO) -> None:
 class _InterruptingSignals:
     """While the `with` block runs, SIGINT, SIGTERM, SIGHUP and SIGPIPE raise `_Interrupted`
     (once: the handler holds them first, so a second Ctrl-C cannot break the cleanup).
-    `hold()` defers them (the kernel keeps them pending), `release()` lets them through.
+    `hold()` defers them for the rest of the block (the kernel keeps them pending).
     Signals still pending at the end are dropped: they came after the write was decided.
     Only in the main thread, where Python runs signal handlers; elsewhere it does nothing.
     """
@@ -285,10 +281,6 @@ class _InterruptingSignals:
     def hold(self) -> None:
         if self._active:
             signal.pthread_sigmask(signal.SIG_BLOCK, self._caught)
-
-    def release(self) -> None:
-        if self._active:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._caught)
 
     def _interrupt(self, signum: int, frame: object) -> None:
         self.hold()
