@@ -7,13 +7,13 @@ torn or empty one, even if the process is killed or the power fails.
 
 from __future__ import annotations
 
-from ._clean import clean_stale_temps
 from ._core import AtomicFile, atomic_write
 from ._errors import SessionFileError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._async import AsyncFile, atomic_write_async
+    from ._clean import clean_stale_temps
 
 __version__ = "0.1.0"
 __all__ = [
@@ -26,19 +26,20 @@ __all__ = [
     "clean_stale_temps",
 ]
 
-for _obj in (AtomicFile, SessionFileError, atomic_write, clean_stale_temps):
+for _obj in (AtomicFile, SessionFileError, atomic_write):
     _obj.__module__ = __name__
 del _obj
 
-_ASYNC = frozenset({"AsyncFile", "atomic_write_async"})
+# Loaded on first use: the async names import asyncio (tens of milliseconds), and few
+# programs sweep stale temps.
+_LAZY = {"AsyncFile": "_async", "atomic_write_async": "_async", "clean_stale_temps": "_clean"}
 
 
 def __getattr__(name: str) -> object:
-    # The async names import asyncio (tens of milliseconds): load them on first use only.
-    if name in _ASYNC:
-        from . import _async
+    if name in _LAZY:
+        import importlib
 
-        value = getattr(_async, name)
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         value.__module__ = __name__
         globals()[name] = value
         return value
@@ -55,4 +56,4 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_ASYNC})
+    return sorted({*globals(), *_LAZY})

@@ -43,16 +43,18 @@ if TYPE_CHECKING:
 else:
     # `typing` costs more to import than this whole package; these stand-ins keep
     # `import atomicfile` cheap while type checkers see the real names above.
+    _F = None
+
     class Generic:
         def __class_getitem__(cls, params):
+            if params is _F:
+                return cls  # `class AtomicFile(Generic[_F])` itself
             import types
 
-            return types.GenericAlias(cls, params)
+            return types.GenericAlias(cls, params)  # AtomicFile[io.TextIOWrapper]
 
     def overload(func):
         return func
-
-    _F = None
 
 _NEW, _OPEN, _COMMITTED, _DISCARDED, _FAILED = "new", "open", "committed", "discarded", "failed"
 _AGAIN = "; create a new AtomicFile for another write"
