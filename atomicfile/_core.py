@@ -13,7 +13,7 @@ import stat
 
 from . import _fs, _naming, _permissions
 from ._errors import SessionFileError
-from ._modes import Mode
+from ._modes import parse_mode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
     from ._async import AsyncFile
-    from ._log import AnyLogger
+    from ._log import AnyLogger, EventLog
     from ._permissions import Permissions
 
     _F = TypeVar("_F", bound="IO[Any]", covariant=True)
@@ -56,6 +56,7 @@ else:
     def overload(func):
         return func
 
+
 _NEW, _OPEN, _COMMITTED, _DISCARDED, _FAILED = "new", "open", "committed", "discarded", "failed"
 _AGAIN = "; create a new AtomicFile for another write"
 _MISUSE = {
@@ -69,10 +70,38 @@ _MISUSE = {
     ("commit", _FAILED): "AtomicFile already failed; it can't be committed",
 }
 
+if os.name == "posix":
+    # String operations in place of os.path's on the write path: a fraction of the cost.
+    # No normalisation either: "a/../b" must stay what the kernel resolves, which differs
+    # from the lexical "b" when `a` is a symlink.
+    def _split(path: str) -> tuple[str, str]:
+        head, sep, tail = path.rpartition("/")
+        return head or sep, tail
+
+    def _join(directory: str, name: str) -> str:
+        return f"{directory}/{name}" if directory and directory[-1] != "/" else directory + name
+
+    def _absolute(path: str) -> str:
+        return path if path[:1] == "/" else _join(os.getcwd(), path)
+
+else:
+
+    def _split(path: str) -> tuple[str, str]:
+        return os.path.split(path)
+
+    def _join(directory: str, name: str) -> str:
+        return os.path.join(directory, name)
+
+    def _absolute(path: str) -> str:
+        return os.path.abspath(path)
+
+
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 _rng: Any = None
+#: The `_log` module, imported by the first write (`logging` costs more than this package).
+_log: Any = None
 #: Bumped in every forked child: an AtomicFile opened before the fork is the parent's.
 _forks = 0
 
@@ -86,6 +115,15 @@ def _after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
+
+
+def _event_log(logger: AnyLogger | None) -> EventLog:
+    global _log
+    if _log is None:
+        from . import _log as module
+
+        _log = module
+    return _log.EventLog(logger)  # type: ignore[no-any-return]
 
 
 def _token() -> int:
@@ -208,7 +246,7 @@ class AtomicFile(Generic[_F]):
         follow_symlinks: bool = True,
     ) -> None:
         self._state = _NEW
-        self._mode = parsed = Mode(mode)
+        self._mode = parsed = parse_mode(mode)
         if not isinstance(buffering, int) or isinstance(buffering, bool):
             raise TypeError(f"buffering must be an int, not {type(buffering).__name__}")
         if parsed.binary:
@@ -261,16 +299,14 @@ class AtomicFile(Generic[_F]):
         'x' and the target exists, 'r+' and it doesn't, permission denied...).
         """
         self._expect(_NEW, "open")
-        from ._log import DEBUG, STARTED, EventLog, now
-
-        self._log = log = EventLog(self._logger)
-        self._start = now()
+        self._log = log = _event_log(self._logger)
+        self._start = _log.now()
         self._state = _OPEN
         step = "open"
         try:
             problem = self._inspect()
-            directory, base = os.path.split(self._real)
-            self.temp_path = os.path.join(directory, _naming.temp_name(base, _token()))
+            directory, base = _split(self._real)
+            self.temp_path = _join(directory, _naming.temp_name(base, _token()))
             if log.debug:
                 fields: dict[str, Any] = {
                     "target_path": self.path,
@@ -279,7 +315,7 @@ class AtomicFile(Generic[_F]):
                 }
                 if self._size_hint is not None:
                     fields["size"] = self._size_hint
-                log.emit(DEBUG, STARTED, fields)
+                log.emit(_log.DEBUG, _log.STARTED, fields)
             if problem is not None:
                 raise problem
             step = "permissions"
@@ -307,8 +343,6 @@ class AtomicFile(Generic[_F]):
         self._expect(_OPEN, "commit")
         if self._discard_requested:
             raise RuntimeError(_MISUSE[("commit", _DISCARDED)])
-        from ._log import COMPLETED, DEBUG, RENAMED, WRITTEN, ms, now
-
         log = self._log
         fd, temp = self._fd, self.temp_path
         assert self._file is not None and temp is not None
@@ -324,14 +358,14 @@ class AtomicFile(Generic[_F]):
                 _fs.fsync_file(fd)
             if log.debug:
                 size = os.fstat(fd).st_size
-                log.emit(DEBUG, WRITTEN, {
+                log.emit(_log.DEBUG, _log.WRITTEN, {
                     "temp_path": temp,
                     "size": size,
-                    "duration": ms(self._start),
+                    "duration": _log.ms(self._start),
                     "operation": "write_file",
                 })  # fmt: skip
             step = "rename"
-            renamed_at = now()
+            renamed_at = _log.now()
             self._fd = fd = self._release_before_rename(fd)
             if self._mode.kind == "x":
                 leftover = _fs.link_noreplace(temp, self._real)
@@ -351,15 +385,15 @@ class AtomicFile(Generic[_F]):
             self._remove_temp()
         self._settle(fd)
         if log.debug:
-            log.emit(DEBUG, RENAMED, {
+            log.emit(_log.DEBUG, _log.RENAMED, {
                 "temp_path": temp,
                 "target_path": self.path,
-                "duration": ms(renamed_at),
+                "duration": _log.ms(renamed_at),
                 "operation": "rename",
             })  # fmt: skip
         if self._durable:
             try:
-                synced = _fs.fsync_dir(os.path.dirname(self._real))
+                synced = _fs.fsync_dir(_split(self._real)[0])
             except OSError as exc:
                 # The new content is in place but may not survive a power loss: say so.
                 self._state = _FAILED
@@ -368,10 +402,10 @@ class AtomicFile(Generic[_F]):
             if not synced:
                 self._warn_dir_sync()
         if log.debug:
-            log.emit(DEBUG, COMPLETED, {
+            log.emit(_log.DEBUG, _log.COMPLETED, {
                 "target_path": self.path,
                 "size": size,
-                "total_duration": ms(self._start),
+                "total_duration": _log.ms(self._start),
             })  # fmt: skip
         self.temp_path = None
 
@@ -484,7 +518,7 @@ class AtomicFile(Generic[_F]):
                     return err
             return IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         # Absolute now: a chdir while the block runs must not move the rename.
-        self._real = real = os.path.abspath(path)
+        self._real = real = _absolute(path)
         try:
             st: os.stat_result | None = os.lstat(real)
         except FileNotFoundError:
@@ -533,14 +567,14 @@ class AtomicFile(Generic[_F]):
                 fd = os.open(temp, flags, create_mode)
                 self.temp_path, self._fd, self._created = temp, fd, True
             except FileExistsError:
-                temp = os.path.join(directory, _naming.temp_name(base, _token(), name_max))
+                temp = _join(directory, _naming.temp_name(base, _token(), name_max))
                 continue
             except OSError as err:
                 if err.errno != errno.ENAMETOOLONG or name_max != _naming.NAME_MAX:
                     raise
                 # The file system's names are shorter than Linux's usual 255 bytes.
                 name_max = os.pathconf(directory or ".", "PC_NAME_MAX")
-                temp = os.path.join(directory, _naming.temp_name(base, _token(), name_max))
+                temp = _join(directory, _naming.temp_name(base, _token(), name_max))
                 continue
             except BaseException:
                 # A signal handler's exception (KeyboardInterrupt) just after open()
@@ -554,7 +588,7 @@ class AtomicFile(Generic[_F]):
             # A stale-temp sweep removed the name between our create and our lock.
             self._fd, self._created = -1, False
             os.close(fd)
-            temp = os.path.join(directory, _naming.temp_name(base, _token(), name_max))
+            temp = _join(directory, _naming.temp_name(base, _token(), name_max))
         raise FileExistsError(errno.EEXIST, "No free temp file name", temp)
 
     def _copy_target(self) -> None:
@@ -636,12 +670,10 @@ class AtomicFile(Generic[_F]):
         return keep
 
     def _discard_now(self) -> None:
-        from ._log import DEBUG, DISCARDED
-
         self._state = _DISCARDED
         log = self._log
         if log.debug:
-            log.emit(DEBUG, DISCARDED, {
+            log.emit(_log.DEBUG, _log.DISCARDED, {
                 "target_path": self.path,
                 "temp_path": self.temp_path,
                 "operation": "discard",
@@ -655,14 +687,12 @@ class AtomicFile(Generic[_F]):
         self._cleanup()
 
     def _log_failure(self, exc: BaseException) -> None:
-        from ._log import ERROR, FAILED, error_code
-
         log = self._log
-        if log.enabled(ERROR):
-            log.emit(ERROR, FAILED, {
+        if log.enabled(_log.ERROR):
+            log.emit(_log.ERROR, _log.FAILED, {
                 "target_path": self.path,
                 "temp_path": self.temp_path,
-                "error_code": error_code(exc),
+                "error_code": _log.error_code(exc),
                 "error_message": str(exc),
                 "operation": "atomic_write",
             })  # fmt: skip
@@ -687,8 +717,6 @@ class AtomicFile(Generic[_F]):
         self.temp_path = None
 
     def _remove_temp(self) -> None:
-        from ._log import CLEANED, CLEANUP_FAILED, DEBUG, WARNING, error_code
-
         temp, log = self.temp_path, self._log
         if temp is None or not self._created:
             return
@@ -696,35 +724,31 @@ class AtomicFile(Generic[_F]):
         try:
             os.unlink(temp)
         except OSError as exc:
-            if log.enabled(WARNING):
-                log.emit(WARNING, CLEANUP_FAILED, {
+            if log.enabled(_log.WARNING):
+                log.emit(_log.WARNING, _log.CLEANUP_FAILED, {
                     "temp_path": temp,
-                    "cleanup_error_code": error_code(exc),
+                    "cleanup_error_code": _log.error_code(exc),
                 })  # fmt: skip
             return
         if log.debug:
-            log.emit(DEBUG, CLEANED, {"temp_path": temp, "operation": "cleanup"})
+            log.emit(_log.DEBUG, _log.CLEANED, {"temp_path": temp, "operation": "cleanup"})
 
     def _warn_dir_sync(self) -> None:
-        from ._log import DIR_SYNC_SKIPPED, WARNING
-
         log = self._log
-        if log.enabled(WARNING):
-            log.emit(WARNING, DIR_SYNC_SKIPPED, {
+        if log.enabled(_log.WARNING):
+            log.emit(_log.WARNING, _log.DIR_SYNC_SKIPPED, {
                 "target_path": self.path,
-                "directory": os.path.dirname(self._real),
+                "directory": _split(self._real)[0],
                 "operation": "fsync_directory",
             })  # fmt: skip
 
     def _warn_owner(self, exc: OSError) -> None:
-        from ._log import OWNER_KEPT_FAILED, WARNING, error_code
-
         log = self._log
-        if log.enabled(WARNING):
-            log.emit(WARNING, OWNER_KEPT_FAILED, {
+        if log.enabled(_log.WARNING):
+            log.emit(_log.WARNING, _log.OWNER_KEPT_FAILED, {
                 "target_path": self.path,
                 "temp_path": self.temp_path,
-                "error_code": error_code(exc),
+                "error_code": _log.error_code(exc),
                 "operation": "chown",
             })  # fmt: skip
 

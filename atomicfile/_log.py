@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 LOGGER_NAME = "atomicfile"
 # This module is imported on the first write, not by `import atomicfile` (logging costs more
 # than the whole package), so the library's one handler is added here.
-logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
+_default = logging.getLogger(LOGGER_NAME)
+_default.addHandler(logging.NullHandler())
 
 STARTED = "Starting atomic write"
 WRITTEN = "Temp file written"
@@ -62,7 +63,7 @@ class EventLog:
     __slots__ = ("debug", "logger")
 
     def __init__(self, logger: AnyLogger | None) -> None:
-        self.logger: AnyLogger = logging.getLogger(LOGGER_NAME) if logger is None else logger
+        self.logger: AnyLogger = _default if logger is None else logger
         #: Read once per write: field dicts and timings are skipped when DEBUG is off.
         self.debug = self.enabled(DEBUG)
 

@@ -38,3 +38,14 @@ class Mode:
     def needs_copy(self) -> bool:
         """True when the temp file starts as a copy of the target ('a' and 'r+')."""
         return self.kind in "ar"
+
+
+_parsed: dict[str, Mode] = {}
+
+
+def parse_mode(mode: str) -> Mode:
+    """The validated `Mode` for `mode`, parsed once per distinct string."""
+    parsed = _parsed.get(mode) if isinstance(mode, str) else None
+    if parsed is None:
+        parsed = _parsed.setdefault(mode, Mode(mode)) if isinstance(mode, str) else Mode(mode)
+    return parsed

@@ -13,7 +13,9 @@ _OVERHEAD = len("..0123456789abcdef.tmp")
 def temp_prefix(basename: str, name_max: int = NAME_MAX) -> str:
     """The part of a temp name before the random hex: `.<basename>.`, shortened to fit."""
     budget = name_max - _OVERHEAD
-    if len(os.fsencode(basename)) > budget:
+    # A character is at most 4 bytes in UTF-8 (1 for a surrogate-escaped byte): short
+    # names fit without encoding them.
+    if len(basename) * 4 > budget and len(os.fsencode(basename)) > budget:
         # Cut whole characters, not bytes, so the name stays valid in the file system encoding.
         while basename and len(os.fsencode(basename)) > budget:
             basename = basename[:-1]
