@@ -787,22 +787,26 @@ def atomic_write(
     are `AtomicFile`'s. Raises `SessionFileError` if the file system fails; the file is
     then untouched.
     """
-    if mode not in ("w", "x", "a"):
+    if mode not in _BINARY:
         raise ValueError(f"atomic_write mode must be 'w', 'x' or 'a', not {mode!r}")
-    options: dict[str, Any] = {
-        "permissions": permissions,
-        "logger": logger,
-        "durable": durable,
-        "follow_symlinks": follow_symlinks,
-    }
-    if isinstance(data, str):
-        with AtomicFile(file, mode, -1, encoding, errors, newline, **options) as text:
-            text.write(data)
-        return
-    size = memoryview(data).nbytes  # TypeError here for data that is neither
-    # encoding/errors/newline go through to the ValueError binary mode gives them.
-    options.update(encoding=encoding, errors=errors, newline=newline)
-    af = AtomicFile(file, _BINARY[mode], **options)
+    open_mode: Any = mode
+    size: int | None = None
+    if not isinstance(data, str):
+        open_mode = _BINARY[mode]
+        size = memoryview(data).nbytes  # TypeError here for data that is neither
+    # In binary mode, encoding/errors/newline get the ValueError open() gives them.
+    af: AtomicFile[Any] = AtomicFile(
+        file,
+        open_mode,
+        -1,
+        encoding,
+        errors,
+        newline,
+        permissions=permissions,
+        logger=logger,
+        durable=durable,
+        follow_symlinks=follow_symlinks,
+    )
     af._size_hint = size
-    with af as binary:
-        binary.write(data)
+    with af as f:
+        f.write(data)
