@@ -36,14 +36,15 @@ def fsync_file(fd: int) -> None:
 
 
 def fsync_dir(path: str) -> bool:
-    """Make a rename in directory `path` durable. False where the platform can't.
+    """Make a rename in directory `path` durable. False where the file system can't.
 
-    Windows has no directory handle to flush (NTFS journals the rename); a directory we may
-    not open for reading (mode 0o300) and file systems that reject fsync on directories
-    are reported as False so the caller can log them. Any other error is raised.
+    A directory we may not open for reading (mode 0o300) and file systems that reject fsync
+    on directories are reported as False so the caller can log them. Any other error is
+    raised. Windows has no directory handle to flush and needs none (NTFS journals the
+    rename): nothing to do, nothing to report.
     """
     if WINDOWS:
-        return False
+        return True
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     except PermissionError:
