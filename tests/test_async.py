@@ -573,8 +573,11 @@ async def test_cancel_during_failing_commit(
     monkeypatch.undo()
     assert len(fired) == 1
     assert type(exc) is asyncio.CancelledError
-    assert isinstance(exc.__cause__, SessionFileError), repr(exc.__cause__)
-    assert exc.__cause__.errno == errno.EIO and exc.__cause__.step == "fsync"
+    # Python 3.10's Task re-raises a fresh CancelledError whose __context__ is ours.
+    ours = exc if exc.__cause__ is not None else exc.__context__
+    assert ours is not None
+    assert isinstance(ours.__cause__, SessionFileError), repr(ours.__cause__)
+    assert ours.__cause__.errno == errno.EIO and ours.__cause__.step == "fsync"
     assert check_after(tmp_path, old_target) == OLD
 
 
