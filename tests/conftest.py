@@ -95,7 +95,10 @@ def as_path(request: pytest.FixtureRequest) -> Callable[[Path], Any]:
 
 
 @contextlib.contextmanager
-def _mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
+def mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A real tmpfs at `where` with mount `options` (skips the test when not root)."""
+    if not IS_ROOT:
+        pytest.skip("mounting a tmpfs needs root")
     where.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True
@@ -111,18 +114,14 @@ def _mount_tmpfs(where: Path, options: str) -> Iterator[Path]:
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 64 KiB tmpfs: writes past its size fail with a real ENOSPC."""
-    if not IS_ROOT:
-        pytest.skip("mounting a tmpfs needs root")
-    with _mount_tmpfs(tmp_path / "tiny", "size=64k,mode=0777") as where:
+    with mount_tmpfs(tmp_path / "tiny", "size=64k,mode=0777") as where:
         yield where
 
 
 @pytest.fixture
 def readonly_fs(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs holding `target` (b"old"), then remounted read-only: real EROFS."""
-    if not IS_ROOT:
-        pytest.skip("mounting a tmpfs needs root")
-    with _mount_tmpfs(tmp_path / "ro", "size=1m") as where:
+    with mount_tmpfs(tmp_path / "ro", "size=1m") as where:
         (where / "target").write_bytes(b"old")
         done = subprocess.run(["mount", "-o", "remount,ro", str(where)], capture_output=True)
         if done.returncode:

@@ -13,13 +13,10 @@ not possible" is logged. Any other error (EIO, ENOSPC...) is fatal: SessionFileE
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
 import stat
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +25,9 @@ import pytest
 import atomicfile._fs
 from atomicfile import SessionFileError
 
-from conftest import IS_ROOT, Form, listing
+from conftest import Form, listing, mount_tmpfs
 
 pytestmark = pytest.mark.stress
-
-
-@contextlib.contextmanager
-def _tmpfs(where: Path, options: str) -> Iterator[Path]:
-    if not IS_ROOT:
-        pytest.skip("mounting a tmpfs needs root")
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                          capture_output=True)  # fmt: skip
-    if done.returncode:
-        pytest.skip(f"cannot mount tmpfs: {done.stderr.decode().strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _write(form: Form, how: str, target: Path, data: str) -> None:
@@ -76,7 +58,7 @@ def how(request: pytest.FixtureRequest) -> str:
 
 def test_enospc_at_create(tmp_path: Path, form: Form, how: str) -> None:
     # Two inodes: the root directory and the target. The temp can't be created at all.
-    with _tmpfs(tmp_path / "fs", "size=64k,nr_inodes=2") as fs:
+    with mount_tmpfs(tmp_path / "fs", "size=64k,nr_inodes=2") as fs:
         target = fs / "target"
         target.write_bytes(b"old")
         with pytest.raises(SessionFileError) as info:
