@@ -284,6 +284,7 @@ class AtomicFile(Generic[_F]):
         self._discard_requested = False
         self._size_hint: int | None = None
         self._created = False
+        self._link_replaced = False
         self._forks = _forks
 
     def __repr__(self) -> str:
@@ -322,9 +323,11 @@ class AtomicFile(Generic[_F]):
             self._final_mode = _permissions.final_mode(
                 self._permissions, self._real, self._target_stat
             )
+            copy = self._mode.needs_copy and (self._target_stat is not None or self._link_replaced)
             step = "create temp"
-            self._create(directory, base)
-            if self._mode.needs_copy:
+            # O_APPEND now unless a copy comes first (copy_file_range refuses an appending fd).
+            self._create(directory, base, append=self._mode.kind == "a" and not copy)
+            if copy:
                 step = "copy"
                 self._copy_target()
             step = "open"
@@ -531,6 +534,7 @@ class AtomicFile(Generic[_F]):
             return FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
         if st is not None and stat.S_ISLNK(st.st_mode):
             if not self._follow:
+                self._link_replaced = True  # its content is still what 'a'/'r+' start from
                 return None  # the link itself is replaced; it has no mode worth keeping
             self._real = real = os.path.realpath(real)
             try:
@@ -553,11 +557,13 @@ class AtomicFile(Generic[_F]):
         self._target_stat = st
         return None
 
-    def _create(self, directory: str, base: str) -> None:
+    def _create(self, directory: str, base: str, append: bool) -> None:
         """Create and lock the temp: O_CREAT|O_EXCL|O_NOFOLLOW, mode no wider than final."""
         mode = self._mode
         flags = os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_BINARY
         flags |= os.O_RDWR if mode.plus or mode.kind == "r" else os.O_WRONLY
+        if append:
+            flags |= os.O_APPEND
         create_mode = _permissions.create_mode(self._final_mode)
         name_max = _naming.NAME_MAX
         temp = self.temp_path

@@ -894,3 +894,25 @@ def test_commit_after_discard_inside_the_block(tmp_path: Path, form: Form) -> No
         enter(form, af, body)
     assert target.read_text() == "old"
     assert listing(tmp_path) == ["t"]
+
+
+@pytest.mark.parametrize("existing", [True, False], ids=["existing", "new"])
+def test_append_plus_writes_at_the_end_after_a_seek(
+    tmp_path: Path, form: Form, existing: bool
+) -> None:
+    """'a+' keeps open()'s O_APPEND semantics whether or not there was content to copy."""
+    target = tmp_path / "t"
+    control = tmp_path / "control"
+    for path in (target, control) if existing else ():
+        path.write_bytes(b"old")
+
+    def seek_then_write(f: Any) -> None:
+        f.seek(0)
+        f.write(b"!")
+
+    form.write(target, b"new", mode="ab+", inside=seek_then_write)
+    with open(control, "ab+") as c:
+        c.write(b"new")
+        seek_then_write(c)
+    assert target.read_bytes() == control.read_bytes()
+    assert listing(tmp_path) == ["control", "t"]
