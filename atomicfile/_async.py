@@ -10,7 +10,7 @@ import contextvars
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any, AnyStr, Generic, TypeVar, overload
 
-from ._core import AtomicFile, atomic_write
+from ._core import _NEW, AtomicFile, atomic_write
 
 if TYPE_CHECKING:
     from typing import Literal
@@ -94,10 +94,7 @@ class AsyncFile(Generic[AnyStr]):
         return self._file.closed
 
     def _live(self) -> IO[AnyStr]:
-        state = self._owner._state
-        if state != "open" or self._owner._discard_requested:
-            what = "discarded" if self._owner._discard_requested else state
-            raise RuntimeError(f"the AtomicFile behind this AsyncFile is {what}: it can't be used")
+        self._owner._check_live()
         return self._file
 
     @overload
@@ -141,11 +138,11 @@ class AsyncFile(Generic[AnyStr]):
 
 async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
     """`async with` entry: open in a thread; if cancelled meanwhile, undo the open."""
-    af._expect("new", "open")  # fail fast, before a thread hop
+    af._expect(_NEW, "open")  # fail fast, before a thread hop
     try:
         file = await run(af.__enter__)
     except asyncio.CancelledError as cancel:
-        if af._state == "open":
+        if af._is_open:
             await run(af.__exit__, type(cancel), cancel, cancel.__traceback__)
         raise
     return AsyncFile(file, af)

@@ -334,8 +334,8 @@ class AtomicFile(Generic[_F]):
             self._file = self._wrap()
         except BaseException as exc:
             self._fail(exc)
-            if _is_os_error(exc):
-                raise _wrapped(self, exc, step) from exc
+            if _needs_wrapping(exc):
+                raise SessionFileError(self.path, "atomic write", exc, step) from exc
             raise
         return self._file  # type: ignore[return-value]
 
@@ -381,8 +381,8 @@ class AtomicFile(Generic[_F]):
                 self._settle(fd)
                 raise
             self._fail(exc)
-            if _is_os_error(exc):
-                raise _wrapped(self, exc, step) from exc
+            if _needs_wrapping(exc):
+                raise SessionFileError(self.path, "atomic write", exc, step) from exc
             raise
         if leftover:
             self._remove_temp()
@@ -461,7 +461,7 @@ class AtomicFile(Generic[_F]):
                 self.commit()
             return
         self._fail(exc)
-        if _is_os_error(exc) and not isinstance(exc, SessionFileError):
+        if _needs_wrapping(exc):
             # The block's writes go to the temp file: its I/O errors are the write's errors.
             raise SessionFileError(self.path, "atomic write", exc, "write") from exc
 
@@ -504,6 +504,16 @@ class AtomicFile(Generic[_F]):
     def _expect(self, state: str, action: str) -> None:
         if self._state != state:
             raise RuntimeError(_MISUSE[(action, self._state)])
+
+    def _check_live(self) -> None:
+        """The async file's guard: its methods need a write that is open, not discarded."""
+        if self._state != _OPEN or self._discard_requested:
+            what = "discarded" if self._discard_requested else self._state
+            raise RuntimeError(f"the AtomicFile behind this AsyncFile is {what}: it can't be used")
+
+    @property
+    def _is_open(self) -> bool:
+        return self._state == _OPEN
 
     def _inspect(self) -> OSError | None:
         """Find the file to replace and its stat; return the error `open()` would raise."""
@@ -759,16 +769,13 @@ class AtomicFile(Generic[_F]):
             })  # fmt: skip
 
 
-def _is_os_error(exc: BaseException) -> TypeGuard[OSError]:
-    """An error from the operating system. OSErrors without an errno, such as
-    io.UnsupportedOperation (also a ValueError), are Python's own and pass unchanged."""
-    return isinstance(exc, OSError) and exc.errno is not None
-
-
-def _wrapped(af: AtomicFile[Any], exc: OSError, step: str) -> SessionFileError:
-    if isinstance(exc, SessionFileError):
-        return exc
-    return SessionFileError(af.path, "atomic write", exc, step)
+def _needs_wrapping(exc: BaseException) -> TypeGuard[OSError]:
+    """An operating system error not yet wrapped in SessionFileError. OSErrors without an
+    errno, such as io.UnsupportedOperation (also a ValueError), are Python's own and pass
+    unchanged."""
+    return (
+        isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, SessionFileError)
+    )
 
 
 _BINARY: dict[str, BinaryWriteMode] = {"w": "wb", "x": "xb", "a": "ab"}
