@@ -6,6 +6,10 @@ import errno
 import os
 import sys
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 WINDOWS = os.name == "nt"
 
 if not WINDOWS:
@@ -35,41 +39,43 @@ def fsync_file(fd: int) -> None:
     os.fsync(fd)
 
 
-def fsync_dir(path: str) -> bool:
-    """Make a rename in directory `path` durable. False where the file system can't.
-
-    A directory we may not open for reading (mode 0o300) and file systems that reject fsync
-    on directories are reported as False so the caller can log them. Any other error is
-    raised. Windows has no directory handle to flush and needs none (NTFS journals the
-    rename): nothing to do, nothing to report.
-    """
-    if WINDOWS:
-        return True
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except PermissionError:
-        return False
+def fsync_dir(fd: int) -> bool:
+    """Make a rename in the directory open as `fd` durable. False where the file system
+    can't (it rejects fsync on directories); any other error is raised."""
     try:
         os.fsync(fd)
     except OSError as err:
         if err.errno in _DIR_FSYNC_UNSUPPORTED:
             return False
         raise
-    finally:
-        os.close(fd)
     return True
 
 
-def lock(fd: int) -> None:
-    """Hold an advisory lock on the temp file for as long as it is open.
+# flock(2) answers these where the file system has no locks (NFS without lockd, some FUSE).
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
+
+
+def try_lock(fd: int) -> bool | None:
+    """Take the temp's advisory lock without waiting: True, False if someone else holds a
+    lock on it, None where the file system has no locks.
 
     The stale-temp sweep takes the lock before removing a temp: a live writer's lock keeps
     its temp safe. flock(2) locks belong to the open file description, so a sweep in the
-    same process conflicts too (POSIX fcntl locks would not). Windows needs no lock: a file
-    another handle holds open cannot be deleted there.
+    same process conflicts too (POSIX fcntl locks would not). Never blocking: any user who
+    can open the fresh temp could otherwise hold the writer forever. Windows needs no lock:
+    a file another handle holds open cannot be deleted there.
     """
-    if not WINDOWS:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    if WINDOWS:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            return False
+        if err.errno in _NO_LOCKS:
+            return None
+        raise
+    return True
 
 
 def copy_contents(src_fd: int, dst_fd: int) -> None:
@@ -96,15 +102,54 @@ def set_append(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
 
 
-def link_noreplace(src: str, dst: str) -> bool:
-    """Give `src`'s file the name `dst`, failing with EEXIST if `dst` exists: no window between.
+RENAME_NOREPLACE = 1
+_renameat2: Any = None
 
-    POSIX has no portable no-clobber rename, but link(2) fails with EEXIST atomically; it
-    returns True because the caller must then remove the `src` name. On Windows os.rename
-    already refuses to replace, and leaves no `src` name behind.
+
+def rename_noreplace(src: str, dst: str, dir_fd: int | None) -> bool:
+    """Rename `src` to `dst` (both relative to `dir_fd`), failing with EEXIST if `dst`
+    exists: no window between the check and the rename.
+
+    Linux: renameat2(RENAME_NOREPLACE) (3.15+; Python has no binding, so through ctypes).
+    Where the kernel or file system lacks it, link(2), which also fails with EEXIST
+    atomically, then returns True: the caller must remove the `src` name. On Windows
+    os.rename already refuses to replace.
     """
     if WINDOWS:
         os.rename(src, dst)
         return False
-    os.link(src, dst)
+    func = _renameat2 or _load_renameat2()
+    if func:
+        fd = AT_FDCWD if dir_fd is None else dir_fd
+        if func(fd, os.fsencode(src), fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return False
+        import ctypes
+
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), src, None, dst)
+    os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     return True
+
+
+AT_FDCWD = -100
+
+
+def _load_renameat2() -> Any:
+    """libc's renameat2, or False where there is none (then link(2) is used)."""
+    global _renameat2
+    func: Any = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            func = libc.renameat2
+            func.argtypes = (
+                ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
+            )  # fmt: skip
+            func.restype = ctypes.c_int
+        except (ImportError, OSError, AttributeError):
+            func = False
+    _renameat2 = func
+    return func

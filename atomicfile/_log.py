@@ -34,6 +34,8 @@ CLEANED = "Temp file cleaned up"
 CLEANUP_FAILED = "Failed to clean up temp file"
 DIR_SYNC_SKIPPED = "Directory fsync not possible"
 OWNER_KEPT_FAILED = "Could not keep the target's owner"
+ACL_KEPT_FAILED = "Could not keep the target's access ACL: mode narrowed"
+UNLOCKED = "Temp files here are not locked: the file system has no flock"
 
 DEBUG = logging.DEBUG
 WARNING = logging.WARNING

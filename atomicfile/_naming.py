@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import os
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 # Linux's NAME_MAX on ext4, xfs, btrfs and tmpfs. A filesystem with a smaller limit makes the
 # create fail with ENAMETOOLONG, and the caller retries with os.pathconf's figure.
 NAME_MAX = 255
@@ -33,3 +38,40 @@ def is_temp_name(name: str) -> bool:
         return False
     token = name[-20:-4]
     return name[-21] == "." and all(c in "0123456789abcdef" for c in token)
+
+
+_key: bytes | None = None
+_counter = 0
+_hash: Callable[..., Any] | None = None
+
+
+def token() -> int:
+    """64 bits for a temp name that nobody can predict from the names already seen.
+
+    A 128-bit key is drawn from the OS once per process (and again in a forked child);
+    each name is a keyed BLAKE2b of a counter. O_EXCL makes a guessed name harmless, but
+    a predictable sequence would let another user pre-create the next names and starve
+    writers; this costs no system call per write (a Mersenne Twister, as `random` has,
+    is rebuilt from 624 outputs).
+    """
+    global _key, _counter, _hash
+    if _key is None:
+        _key = os.urandom(16)
+    if _hash is None:
+        try:
+            from _blake2 import blake2b  # what hashlib wraps, without importing OpenSSL
+        except ImportError:  # pragma: no cover - builds without it
+            from hashlib import blake2b
+        _hash = blake2b
+    _counter += 1
+    digest = _hash(_counter.to_bytes(8, "little"), digest_size=8, key=_key).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _rekey() -> None:
+    global _key
+    _key = None  # a forked child must not draw its parent's names
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_rekey)

@@ -60,15 +60,40 @@ def create_mode(final: int | None) -> int:
     return NEW_FILE_MODE if final is None else final & 0o777
 
 
-def may_write(current: os.stat_result, path: str) -> bool:
+#: The writer's effective uid (fixed for the process's life in practice; -1 off POSIX).
+EUID = os.geteuid() if hasattr(os, "geteuid") else -1
+
+
+def may_write(current: os.stat_result, name: str, dir_fd: int | None) -> bool:
     """Would open(path, "w") be allowed? The replace only needs the directory, but a read-only
-    file should stay as protected as open() keeps it."""
+    file should stay as protected as open() keeps it. `name` is relative to `dir_fd`."""
     if os.name == "nt":
-        return os.access(path, os.W_OK)
+        return os.access(name, os.W_OK)
     euid = os.geteuid()
     if euid == 0:
         return True  # CAP_DAC_OVERRIDE: open() would succeed for root too
     if current.st_uid == euid:
         # The kernel checks only the owner bits for the owner (ACLs do not change this).
         return bool(current.st_mode & stat.S_IWUSR)
-    return os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids)
+    return os.access(
+        name,
+        os.W_OK,
+        dir_fd=dir_fd,
+        effective_ids=os.access in os.supports_effective_ids,
+        follow_symlinks=False,
+    )
+
+
+_protected_regular: int | None = None
+
+
+def protected_regular() -> int:
+    """Linux's fs.protected_regular (0, 1 or 2; 0 where there is none), read once."""
+    global _protected_regular
+    if _protected_regular is None:
+        try:
+            with open("/proc/sys/fs/protected_regular", "rb") as f:
+                _protected_regular = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            _protected_regular = 0
+    return _protected_regular

@@ -83,7 +83,7 @@ def _install_hooks(step: _Stepper) -> None:
     """Report the protocol's own steps: the fsync of the temp and the rename (x: link)."""
     import atomicfile._fs as fs
 
-    real_fsync, real_replace, real_link = fs.fsync_file, os.replace, fs.link_noreplace
+    real_fsync, real_replace, real_link = fs.fsync_file, os.replace, fs.rename_noreplace
 
     def fsync_file(fd: int) -> None:
         step.event("fsync")
@@ -94,15 +94,15 @@ def _install_hooks(step: _Stepper) -> None:
         real_replace(src, dst, **kw)
         step.event("renamed")
 
-    def link_noreplace(src: str, dst: str) -> bool:
+    def rename_noreplace(src: str, dst: str, dir_fd: int | None) -> bool:
         step.event("rename")
-        leftover = real_link(src, dst)
+        leftover = real_link(src, dst, dir_fd)
         step.event("renamed")
         return leftover
 
     fs.fsync_file = fsync_file
     os.replace = replace
-    fs.link_noreplace = link_noreplace
+    fs.rename_noreplace = rename_noreplace
 
 
 def _chunks(data: bytes, rng: random.Random) -> list[bytes]:

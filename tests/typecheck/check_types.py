@@ -84,11 +84,15 @@ def sync_options(p: str) -> None:
     assert_type(af.discard(), None)
 
 
+def modes_checked_at_run_time(p: str) -> None:
+    # As with typeshed's open(): a mode outside the literals falls to the `str` overload
+    # (IO[Any]), and the ValueError comes at run time, before any I/O.
+    assert_type(AtomicFile(p, "r"), AtomicFile[IO[Any]])
+    assert_type(AtomicFile(p, "wb", encoding="utf-8"), AtomicFile[IO[Any]])
+    assert_type(AtomicFile(p, "wq"), AtomicFile[IO[Any]])
+
+
 def sync_must_not_type_check(p: str, b: bytes) -> None:
-    AtomicFile(p, "r")  # type: ignore[call-overload]
-    AtomicFile(p, "rb")  # type: ignore[call-overload]
-    AtomicFile(p, "wb", encoding="utf-8")  # type: ignore[call-overload]
-    AtomicFile(p, "wq")  # type: ignore[call-overload]
     AtomicFile(p, permissions="644")  # type: ignore[call-overload]
     AtomicFile(p, 0)  # type: ignore[call-overload]
     AtomicFile(123)  # type: ignore[call-overload]
@@ -190,8 +194,6 @@ def errors(exc: SessionFileError) -> None:
 
 
 def runtime_mode(p: str, mode: str) -> None:
-    # Deliberately no `mode: str` fallback overload (typeshed's open() has one): with it,
-    # AtomicFile(p, "r") would type-check too. A mode known only at run time must be
-    # narrowed to one of the mode literals (or cast) by the caller.
-    with AtomicFile(p, mode) as f:  # type: ignore[call-overload]
-        assert_type(f, Any)
+    # typeshed's open() fallback: a mode known only at run time gives IO[Any].
+    with AtomicFile(p, mode) as f:
+        assert_type(f, IO[Any])

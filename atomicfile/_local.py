@@ -1,0 +1,605 @@
+"""The local file system's side of an atomic write: a temp file beside the target, published
+by a rename.
+
+The target's directory is opened once, at the start, and every later step (create, copy,
+rename, unlink, the directory fsync) works relative to that descriptor: a parent directory
+swapped for a symlink mid-write redirects nothing, and a working directory deeper than
+PATH_MAX works as it does for `open()`. Links are resolved here, one at a time, and checked
+against what the kernel resolves (which applies `fs.protected_symlinks`).
+
+The protocol's state machine, its log events and its error wrapping live in `_core`; this
+module only does the file-system work of one write (see `_store.Temp`).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import _fs, _naming, _permissions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import IO, Any
+
+    from ._log import EventLog
+    from ._modes import Mode
+    from ._permissions import Permissions
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in for the target must not hang us
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_PATH = getattr(os, "O_PATH", 0)
+_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+#: Attempts at a free temp name, as tempfile's TMP_MAX: a directory full of guesses can't
+#: stall a writer for long, and nobody can predict the names (see `_naming.token`).
+_ATTEMPTS = 10000
+#: A fresh temp locked by someone else was opened by another user between our create and
+#: our lock: try this many fresh names, then go on without the lock rather than block.
+_LOCK_ATTEMPTS = 3
+_MAXSYMLINKS = 40  # Linux's limit on links followed in one lookup (ELOOP past it)
+_WINDOWS = _fs.WINDOWS
+
+if os.name == "posix":
+    # String operations in place of os.path's on the write path: a fraction of the cost.
+    # No normalisation either: "a/../b" must stay what the kernel resolves, which differs
+    # from the lexical "b" when `a` is a symlink.
+    def split(path: str) -> tuple[str, str]:
+        head, sep, tail = path.rpartition("/")
+        return head or sep, tail
+
+    def join(directory: str, name: str) -> str:
+        return f"{directory}/{name}" if directory and directory[-1] != "/" else directory + name
+
+else:
+
+    def split(path: str) -> tuple[str, str]:
+        return os.path.split(path)
+
+    def join(directory: str, name: str) -> str:
+        return os.path.join(directory, name)
+
+
+#: Directories already reported as lacking locks (log once per directory).
+_unlocked_dirs: set[str] = set()
+
+
+def _error(code: int, path: str, message: str | None = None) -> OSError:
+    return OSError(code, message or os.strerror(code), path)
+
+
+class LocalTemp:
+    """One write's temp file in the target's directory, and the steps that publish it."""
+
+    __slots__ = (
+        "_base", "_created", "_dfd", "_dir", "_dir_fsync", "_fd", "_keep", "_log", "_mode",
+        "_src", "_xattrs", "final_mode", "follow", "path", "step", "target_stat",
+        "temp_name", "temp_path", "temp_stat",
+    )  # fmt: skip
+
+    def __init__(self, path: str, mode: Mode, follow: bool, log: EventLog) -> None:
+        self.path = path
+        self._mode = mode
+        self.follow = follow
+        self._log = log
+        #: The protocol step under way, for the error's `step`.
+        self.step = "open"
+        self._dir, self._base = split(path)
+        self._dfd: int | None = None
+        self._dir_fsync = True
+        self._fd = -1
+        self._src = -1
+        self._created = False
+        self._keep = True
+        self._xattrs: dict[str, bytes] | None = None
+        self.target_stat: os.stat_result | None = None
+        self.temp_stat: os.stat_result | None = None
+        self.final_mode: int | None = None
+        self.temp_name = ""
+        self.temp_path: str | None = None
+
+    # -- names -------------------------------------------------------------------------
+
+    def _at(self, name: str) -> str:
+        """`name` as the *at() calls take it: bare with a directory fd, else a full path."""
+        return name if self._dfd is not None else join(self._dir, name)
+
+    def _new_name(self, name_max: int = _naming.NAME_MAX) -> None:
+        self.temp_name = name = _naming.temp_name(self._base, _naming.token(), name_max)
+        self.temp_path = join(self._dir, name)
+
+    # -- open --------------------------------------------------------------------------
+
+    def inspect(self) -> OSError | None:
+        """Bind the target's directory and find the file to replace; return the error
+        `open()` would raise instead (the caller logs the start of the write first)."""
+        path = self.path
+        problem: OSError | None
+        seps = os.sep + (os.altsep or "")
+        if not path:
+            problem = _error(errno.ENOENT, path)
+        elif path.endswith(tuple(seps)) and path.rstrip(seps):
+            # "name/" must be a directory: open() gives EISDIR for every mode that may
+            # create, and for 'r+' whatever resolving the path gives (ENOENT, ENOTDIR).
+            problem = _error(errno.EISDIR, path)
+            if self._mode.kind == "r":
+                try:
+                    os.stat(path)
+                except OSError as err:
+                    problem = err
+        else:
+            try:
+                self._bind(self._dir)
+                st = self._lstat()
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    st = self._through_link(st)
+                problem = self._check_target(st)
+            except OSError as err:
+                problem = err
+        self._new_name()
+        return problem
+
+    def _bind(self, directory: str) -> None:
+        """Open `directory` as the one all later names are relative to."""
+        if _WINDOWS:
+            self._dir = directory
+            return  # no *at() calls there: full paths
+        fd = self._dfd
+        where = directory or "."
+        try:
+            new = os.open(where, _DIR_FLAGS, dir_fd=fd)
+            dir_fsync = True
+        except PermissionError:
+            if not _O_PATH:
+                raise
+            # A directory we may write but not read (0o300): O_PATH still anchors the
+            # names; only its fsync is impossible (reported, as before).
+            new = os.open(where, _O_PATH | _O_DIRECTORY | _O_CLOEXEC, dir_fd=fd)
+            dir_fsync = False
+        if fd is not None:
+            os.close(fd)
+        self._dfd, self._dir_fsync = new, dir_fsync
+
+    def _lstat(self) -> os.stat_result | None:
+        try:
+            return os.stat(self._at(self._base), dir_fd=self._dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def _through_link(self, link: os.stat_result) -> os.stat_result | None:
+        """The target is a symlink: replace the link itself, or what it points to."""
+        kind = self._mode.kind
+        if kind == "x":
+            # O_EXCL semantics: a symlink, even a dangling one, is an existing file.
+            raise _error(errno.EEXIST, self.path)
+        if _WINDOWS and self.follow:
+            self._dir, self._base = split(os.path.realpath(join(self._dir, self._base)))
+            return self._lstat()
+        if not self.follow:
+            if kind != "w":
+                # 'a'/'r+' would read through the link: what O_NOFOLLOW gives open().
+                raise _error(errno.ELOOP, self.path)
+            return None  # the link itself is replaced; it has no mode worth keeping
+        # What the kernel resolves, with its protections (fs.protected_symlinks: EACCES, as
+        # open() gets), is the file we must end up replacing.
+        try:
+            kernel: os.stat_result | None = os.stat(self._at(self._base), dir_fd=self._dfd)
+        except FileNotFoundError:
+            kernel = None  # dangling: open() would create the file it points to
+        if kernel is not None and not stat.S_ISREG(kernel.st_mode):
+            return kernel  # a directory, FIFO, device: _check_target says what open() would
+        st: os.stat_result | None = link
+        for _ in range(_MAXSYMLINKS):
+            if st is None or not stat.S_ISLNK(st.st_mode):
+                break
+            dest = os.readlink(self._at(self._base), dir_fd=self._dfd)
+            head, base = split(dest)
+            if not base:
+                raise _error(errno.EISDIR, self.path)
+            if head:
+                self._bind(head)  # an absolute `head` ignores the current directory fd
+                self._dir = head if dest.startswith(os.sep) else join(self._dir, head)
+            self._base = base
+            st = self._lstat()
+        else:
+            raise _error(errno.ELOOP, self.path)
+        same = (
+            kernel.st_dev == st.st_dev and kernel.st_ino == st.st_ino
+            if kernel is not None and st is not None
+            else kernel is None and st is None
+        )
+        if not same:
+            # /proc/self/fd/N of a deleted file or a memfd names no path that can be
+            # replaced; or the link changed while we followed it.
+            raise _error(
+                errno.EINVAL,
+                self.path,
+                "The target's link does not lead to a path that can be replaced atomically",
+            )
+        return st
+
+    def _check_target(self, st: os.stat_result | None) -> OSError | None:
+        kind = self._mode.kind
+        if st is None:
+            return _error(errno.ENOENT, self.path) if kind == "r" else None
+        if kind == "x":
+            return _error(errno.EEXIST, self.path)
+        if stat.S_ISDIR(st.st_mode):
+            return _error(errno.EISDIR, self.path)
+        if not stat.S_ISREG(st.st_mode):
+            # Renaming over a FIFO or a device would not write to it, it would remove it.
+            return _error(errno.EINVAL, self.path, "Not a regular file: it can't be replaced")
+        if not _permissions.may_write(st, self._at(self._base), self._dfd):
+            return _error(errno.EACCES, self.path)
+        if st.st_uid != _permissions.EUID and kind != "r" and self._protected_regular(st):
+            # fs.protected_regular: open(O_CREAT) of someone else's file in a sticky
+            # world-writable directory is refused, even for root.
+            return _error(errno.EACCES, self.path)
+        self.target_stat = st
+        return None
+
+    def _sticky_dir(self) -> os.stat_result | None:
+        if self._dfd is None:
+            return None
+        d = os.fstat(self._dfd)
+        return d if d.st_mode & stat.S_ISVTX else None
+
+    def _protected_regular(self, st: os.stat_result) -> bool:
+        d = self._sticky_dir()
+        if d is None or st.st_uid == d.st_uid:
+            return False
+        level = _permissions.protected_regular()
+        return bool(
+            (level >= 1 and d.st_mode & stat.S_IWOTH) or (level >= 2 and d.st_mode & stat.S_IWGRP)
+        )
+
+    def create(self, permissions: Permissions) -> None:
+        """Create the temp, locked, with a mode no wider than the final one; for 'a' and
+        'r+' it starts as a copy of the target."""
+        copy = self._mode.needs_copy and self.target_stat is not None
+        if copy:
+            self.step = "open"
+            self._open_source()
+        self.step = "permissions"
+        self._keep = permissions is None
+        self.final_mode = _permissions.final_mode(
+            permissions, join(self._dir, self._base), self.target_stat
+        )
+        if self.target_stat is not None:
+            self._read_xattrs()
+        self.step = "create temp"
+        # O_APPEND now unless a copy comes first (copy_file_range refuses an appending fd).
+        self._create_temp(append=self._mode.kind == "a" and not copy)
+        if copy:
+            self.step = "copy"
+            self._copy_in()
+        self.step = "open"
+
+    def _open_source(self) -> None:
+        """Open the file the copy reads, once, and decide from that descriptor."""
+        assert self.target_stat is not None
+        self._src = src = os.open(
+            self._at(self._base),
+            os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY,
+            dir_fd=self._dfd,
+        )
+        st = os.fstat(src)
+        old = self.target_stat
+        if (st.st_dev, st.st_ino) != (old.st_dev, old.st_ino):
+            raise _error(errno.EAGAIN, self.path, "The target was replaced while being opened")
+        self.target_stat = st  # mode and owner from the file we read
+
+    def _create_temp(self, append: bool) -> None:
+        mode = self._mode
+        flags = os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_BINARY | _O_CLOEXEC
+        flags |= os.O_RDWR if mode.plus or mode.kind == "r" else os.O_WRONLY
+        if append:
+            flags |= os.O_APPEND
+        create_mode = _permissions.create_mode(self.final_mode)
+        name_max = _naming.NAME_MAX
+        dfd = self._dfd
+        locked_out = 0
+        for _ in range(_ATTEMPTS):
+            try:
+                fd = os.open(self._at(self.temp_name), flags, create_mode, dir_fd=dfd)
+                self._fd, self._created = fd, True
+            except FileExistsError:
+                self._new_name(name_max)
+                continue
+            except OSError as err:
+                if err.errno != errno.ENAMETOOLONG or name_max != _naming.NAME_MAX:
+                    raise
+                # The file system's names are shorter than Linux's usual 255 bytes.
+                name_max = os.fpathconf(dfd, "PC_NAME_MAX") if dfd is not None else 255
+                self._new_name(name_max)
+                continue
+            except BaseException:
+                # A signal handler's exception (KeyboardInterrupt) just after open()
+                # returned: the file is there and ours, so the cleanup must remove the name.
+                self._created = True
+                raise
+            locked = _fs.try_lock(fd)
+            if locked is False and locked_out < _LOCK_ATTEMPTS:
+                # Someone opened our fresh temp and locked it before we could: never wait
+                # on them. Leave that name, take another.
+                locked_out += 1
+                self.remove()
+                self._close_fd()
+                self._new_name(name_max)
+                continue
+            if locked is None:
+                self._note_unlocked()
+            self.temp_stat = st = os.fstat(fd)
+            if st.st_nlink:
+                return
+            # A stale-temp sweep removed the name between our create and our lock.
+            self._created = False
+            self._close_fd()
+            self._new_name(name_max)
+        raise FileExistsError(errno.EEXIST, "No free temp file name", self.temp_path)
+
+    def _note_unlocked(self) -> None:
+        directory = self._dir
+        if directory not in _unlocked_dirs:
+            _unlocked_dirs.add(directory)
+            log = self._log
+            if log.debug:
+                from ._log import DEBUG, UNLOCKED
+
+                log.emit(DEBUG, UNLOCKED, {
+                    "temp_path": self.temp_path,
+                    "directory": directory,
+                    "operation": "lock",
+                })  # fmt: skip
+
+    def _copy_in(self) -> None:
+        """'a' continues at the end of the copy, 'r+' starts at 0."""
+        fd, src = self._fd, self._src
+        if src >= 0:
+            try:
+                _fs.copy_contents(src, fd)
+            finally:
+                self._src = -1
+                os.close(src)
+        if self._mode.kind == "r":
+            os.lseek(fd, 0, os.SEEK_SET)
+        else:
+            _fs.set_append(fd)
+
+    def _read_xattrs(self) -> None:
+        """The target's extended attributes that carry access and identity, kept for the
+        new file (POSIX ACLs, the SELinux label, user.*)."""
+        if not hasattr(os, "listxattr"):
+            return
+        ref = self._proc_ref()
+        try:
+            names = os.listxattr(ref, follow_symlinks=False)
+        except OSError:
+            return  # no xattrs here (ENOTSUP) or no /proc: nothing to keep
+        kept = {}
+        for name in names:
+            if name in _KEPT_XATTRS or name.startswith("user."):
+                try:
+                    kept[name] = os.getxattr(ref, name, follow_symlinks=False)
+                except OSError:
+                    pass
+        self._xattrs = kept
+
+    def _proc_ref(self) -> str:
+        if self._dfd is None:
+            return self._at(self._base)
+        return f"/proc/self/fd/{self._dfd}/{self._base}"
+
+    def open_file(
+        self, mode: str, buffering: int, encoding: str | None, errors: str | None,
+        newline: str | None, name: str | bytes,
+    ) -> IO[Any]:  # fmt: skip
+        """The temp's file object, exactly as `open()` builds it, owning no fd (we keep it
+        past a user's `close()` to chmod, fsync and unlink). Its `name` is `name`."""
+        if buffering < 0:
+            # open()'s own default (FileIO's _blksize), given explicitly so that open() skips
+            # its isatty() probe, an ioctl per write: a temp file is never a terminal.
+            assert self.temp_stat is not None
+            blksize = self.temp_stat.st_blksize
+            buffering = blksize if blksize > 1 else 8192
+        file: Any = open(  # noqa: SIM115 - the caller owns and closes it
+            self._fd, mode, buffering, encoding, errors, newline, closefd=False
+        )
+        raw = file if buffering == 0 else file.buffer.raw if "b" not in mode else file.raw
+        raw.name = name
+        return file  # type: ignore[no-any-return]
+
+    # -- commit ------------------------------------------------------------------------
+
+    def finish(self, durable: bool) -> None:
+        """Give the temp the target's owner, access xattrs and final mode, then fsync."""
+        self.step = "chmod"
+        fd = self._fd
+        final = self.final_mode
+        target = self.target_stat
+        temp = self.temp_stat
+        assert temp is not None
+        if target is not None:
+            final = self._keep_identity(fd, target, temp, final)
+        # A new file's default mode was set exactly by the kernel at create (0o644 less the
+        # umask): nothing to do then. Set-id bits never come from the create.
+        if final is not None and stat.S_IMODE(temp.st_mode) != final:
+            os.fchmod(fd, final)
+        if durable:
+            self.step = "fsync"
+            _fs.fsync_file(fd)
+
+    def _keep_identity(
+        self, fd: int, target: os.stat_result, temp: os.stat_result, final: int | None
+    ) -> int | None:
+        """Owner, group and access xattrs of the old file; narrow `final` where they can't
+        be kept, so that nobody gains access they didn't have."""
+        uid, gid = temp.st_uid, temp.st_gid
+        want_uid, want_gid = target.st_uid, target.st_gid
+        if want_uid != uid and self._sticky_world_writable():
+            # Never hand new content to another user in a shared sticky directory (the
+            # kernel's fs.protected_regular reasoning): the file becomes the writer's.
+            want_uid = uid
+        if (uid, gid) != (want_uid, want_gid):
+            try:
+                os.fchown(fd, want_uid, want_gid)
+                uid, gid = want_uid, want_gid
+            except OSError as exc:
+                # A non-root writer can't give a file away, but may keep its group.
+                if want_gid != gid:
+                    try:
+                        os.fchown(fd, -1, want_gid)
+                        gid = want_gid
+                    except OSError:
+                        pass
+                self._warn(_OWNER, exc)
+        acl_kept = self._write_xattrs(fd)
+        if not self._keep or final is None:
+            return final
+        if uid != target.st_uid:
+            final &= ~stat.S_ISUID  # set-uid to a new owner: never
+        if gid != target.st_gid:
+            # A group that could not read or write the file must not gain it: no group
+            # bits (and no set-gid) for the group it now has.
+            final &= ~(stat.S_ISGID | 0o070)
+        if acl_kept is False:
+            final = _narrow_for_acl(final, (self._xattrs or {}).get(_ACL_ACCESS))
+        return final
+
+    def _sticky_world_writable(self) -> bool:
+        d = self._sticky_dir()
+        return d is not None and bool(d.st_mode & stat.S_IWOTH)
+
+    def _write_xattrs(self, fd: int) -> bool | None:
+        """Copy the kept xattrs onto the temp. True/False: whether the old file's access
+        ACL is now the temp's; None when it had none."""
+        xattrs = self._xattrs
+        acl = None
+        if xattrs:
+            for name, value in xattrs.items():
+                try:
+                    os.setxattr(fd, name, value)
+                    if name == _ACL_ACCESS:
+                        acl = True
+                except OSError as exc:
+                    if name == _ACL_ACCESS:
+                        acl = False
+                        self._warn(_ACL, exc)
+        if xattrs is not None and _ACL_ACCESS not in xattrs and hasattr(os, "removexattr"):
+            # The old file had no ACL: one inherited from the directory's default ACL must
+            # not grant what the old file didn't.
+            try:
+                os.removexattr(fd, _ACL_ACCESS)
+            except OSError:
+                pass
+        return acl
+
+    def _warn(self, what: str, exc: OSError) -> None:
+        from . import _log
+
+        log = self._log
+        if log.enabled(_log.WARNING):
+            log.emit(_log.WARNING, _log.OWNER_KEPT_FAILED if what == _OWNER else _log.ACL_KEPT_FAILED, {
+                "target_path": self.path,
+                "temp_path": self.temp_path,
+                "error_code": _log.error_code(exc),
+                "operation": "chown" if what == _OWNER else "setxattr",
+            })  # fmt: skip
+
+    def publish(self, durable: bool, exclusive: bool) -> bool:
+        """Rename the temp over the target ('x': only if there is none). Returns whether
+        the temp name is still there to remove (the no-clobber link fallback leaves it)."""
+        self.step = "close"
+        if _WINDOWS:
+            self._close_fd()  # Windows can't rename an open file
+        elif not durable:
+            # Without fsync, close() is where NFS sends the data (close-to-open), so it must
+            # precede the rename; a duplicate keeps the sweep lock across it.
+            keep = os.dup(self._fd)
+            self._close_fd()
+            self._fd = keep
+        self.step = "rename"
+        src, dst, dfd = self._at(self.temp_name), self._at(self._base), self._dfd
+        if exclusive:
+            leftover = _fs.rename_noreplace(src, dst, dfd)
+        else:
+            os.replace(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd)
+            leftover = False
+        self._created = leftover
+        return leftover
+
+    def sync_dir(self) -> bool:
+        """Make the rename durable. False where the file system (or our access) can't."""
+        if _WINDOWS:
+            return True  # NTFS journals the rename; there is no directory handle to flush
+        if self._dfd is None or not self._dir_fsync:
+            return False
+        return _fs.fsync_dir(self._dfd)
+
+    # -- the end -----------------------------------------------------------------------
+
+    def remove(self) -> bool | OSError:
+        """Unlink the temp name if we created it and still own it. False: nothing to
+        remove; True: removed; else the error (the caller logs it, never raises it)."""
+        if not self._created:
+            return False
+        self._created = False
+        try:
+            os.unlink(self._at(self.temp_name), dir_fd=self._dfd)
+        except OSError as exc:
+            return exc
+        return True
+
+    def _close_fd(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        """Close every descriptor this write holds (temp, copy source, directory)."""
+        self._close_fd()
+        src, self._src = self._src, -1
+        dfd, self._dfd = self._dfd, None
+        for fd in (src, -1 if dfd is None else dfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+    def forget(self) -> None:
+        """In a forked child: the write is the parent's. Close our copies, touch nothing."""
+        self._created = False
+        self.release()
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size
+
+
+_ACL_ACCESS = "system.posix_acl_access"
+_KEPT_XATTRS = frozenset({_ACL_ACCESS, "security.selinux"})
+_OWNER, _ACL = "owner", "acl"
+
+
+def _narrow_for_acl(mode: int, acl: bytes | None) -> int:
+    """The mode for a file that loses its access ACL: the group bits become the owning
+    group's own ACL entry masked by the ACL mask (what that group really had); named users
+    and groups then fall to 'other', which never had more than they."""
+    if not acl or len(acl) < 4:
+        return mode & ~0o070
+    group_obj, mask = 0, 7
+    # Linux's xattr form: a 4-byte version, then (tag u16, perm u16, id u32) entries.
+    for i in range(4, len(acl) - 7, 8):
+        tag = int.from_bytes(acl[i : i + 2], "little")
+        perm = int.from_bytes(acl[i + 2 : i + 4], "little")
+        if tag == 0x04:  # ACL_GROUP_OBJ
+            group_obj = perm
+        elif tag == 0x10:  # ACL_MASK
+            mask = perm
+    return (mode & ~0o070) | ((group_obj & mask & 7) << 3)
