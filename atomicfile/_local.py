@@ -442,7 +442,7 @@ class LocalTemp:
         if want_uid != uid and self._sticky_world_writable():
             # Never hand new content to another user in a shared sticky directory (the
             # kernel's fs.protected_regular reasoning): the file becomes the writer's.
-            want_uid = uid
+            want_uid, want_gid = uid, gid
         if (uid, gid) != (want_uid, want_gid):
             try:
                 os.fchown(fd, want_uid, want_gid)

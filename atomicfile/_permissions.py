@@ -84,16 +84,11 @@ def may_write(current: os.stat_result, name: str, dir_fd: int | None) -> bool:
     )
 
 
-_protected_regular: int | None = None
-
-
 def protected_regular() -> int:
-    """Linux's fs.protected_regular (0, 1 or 2; 0 where there is none), read once."""
-    global _protected_regular
-    if _protected_regular is None:
-        try:
-            with open("/proc/sys/fs/protected_regular", "rb") as f:
-                _protected_regular = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            _protected_regular = 0
-    return _protected_regular
+    """Linux's fs.protected_regular now (0, 1 or 2; 0 where there is none). Read only for
+    someone else's file in a sticky directory, so it costs the usual write nothing."""
+    try:
+        with open("/proc/sys/fs/protected_regular", "rb") as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
