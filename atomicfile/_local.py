@@ -501,8 +501,9 @@ class LocalTemp:
         from . import _log
 
         log = self._log
+        message = _log.OWNER_KEPT_FAILED if what == _OWNER else _log.ACL_KEPT_FAILED
         if log.enabled(_log.WARNING):
-            log.emit(_log.WARNING, _log.OWNER_KEPT_FAILED if what == _OWNER else _log.ACL_KEPT_FAILED, {
+            log.emit(_log.WARNING, message, {
                 "target_path": self.path,
                 "temp_path": self.temp_path,
                 "error_code": _log.error_code(exc),
