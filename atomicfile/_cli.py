@@ -130,7 +130,8 @@ def _parser() -> _Parser:
     write.add_argument(
         "--no-fsync",
         action="store_true",
-        help="skip fsync: still atomic, but a power loss may leave the old content",
+        help="skip fsync: atomic for readers and crashes, but a power loss may leave "
+        "the old content or an empty file",
     )
     write.add_argument(
         "--no-follow",

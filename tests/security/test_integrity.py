@@ -23,7 +23,7 @@ from atomicfile import AtomicFile, SessionFileError, atomic_write
 from conftest import Form, listing
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _attack import NOBODY, needs_root, shared_dir  # noqa: E402
+from _attack import NOBODY, needs_root, shared_dir
 
 __all__ = ["shared_dir"]  # a fixture, used by name
 
@@ -160,7 +160,9 @@ def test_forked_child_never_publishes_or_removes(tmp_path: Path, how: str) -> No
     lines = done.stdout.splitlines()
     assert "target after child: old" in lines
     if how == "commit":
-        assert any(line.startswith("child: AtomicFile was opened before a fork()") for line in lines)
+        assert any(
+            line.startswith("child: AtomicFile was opened before a fork()") for line in lines
+        )
         assert "child status 3" in lines
     else:
         assert "child status 0" in lines
@@ -230,8 +232,8 @@ class RaisingHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         raise Boom(record.getMessage())
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        raise  # noqa: PLE0704 - re-raise what emit raised: the handler really fails
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise
 
 
 @pytest.mark.parametrize("level", [logging.DEBUG, logging.ERROR])
