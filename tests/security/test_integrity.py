@@ -386,12 +386,24 @@ def test_two_threads_committing_one_atomicfile(
     assert listing(tmp_path) == ["t"]
 
 
-def test_x_mode_never_leaves_a_second_name(tmp_path: Path, form: Form) -> None:
-    """'x' publishes with renameat2(RENAME_NOREPLACE): one name, nothing to unlink after."""
+def test_x_mode_needs_no_hard_links(
+    tmp_path: Path, form: Form, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'x' publishes with renameat2(RENAME_NOREPLACE): nothing to unlink after, and it works
+    where link(2) is refused (vfat, exFAT, some FUSE). MOCKED here: link() fails with EPERM
+    as it does there (tests/test_batch.py has the real vfat mount)."""
+    fired: list[object] = []
+
+    def link(*args: object, **kw: object) -> None:
+        fired.append(args)
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(os, "link", link)
     form.write(tmp_path / "t", "new", mode="x")
     assert os.stat(tmp_path / "t").st_nlink == 1
     assert listing(tmp_path) == ["t"]
     with pytest.raises(FileExistsError):
         atomic_write(tmp_path / "t", "again", mode="x")
+    assert fired == []
     assert (tmp_path / "t").read_text() == "new"
     assert listing(tmp_path) == ["t"]
