@@ -25,10 +25,10 @@ from typing import Any, cast
 
 import pytest
 
-import atomicfile._core
+import atomicfile._naming
 from atomicfile import AtomicFile, SessionFileError, atomic_write, atomic_write_async
 
-from conftest import Form, listing
+from conftest import Form, listing, temps
 
 OLD = "old-content\n"
 NEW = "NEW"
@@ -331,8 +331,9 @@ async def test_async_file_methods(tmp_path: Path, mode: str) -> None:
     async with AtomicFile(target, cast(Any, mode)) as f:
         assert f.mode == f.wrapped.mode
         assert f.encoding == (None if binary else getattr(f.wrapped, "encoding", None))
-        assert f.name == f.wrapped.name
-        assert re.fullmatch(TEMP_RE.format(base="t"), os.path.basename(f.name))
+        assert f.name == f.wrapped.name == str(target)  # what open() would give
+        (temp,) = temps(tmp_path)
+        assert re.fullmatch(TEMP_RE.format(base="t"), temp)
         assert await f.tell() == start
         assert await f.seek(0) == 0
         if kind_of(mode) != "w":
@@ -402,7 +403,10 @@ def test_open_commit(tmp_path: Path) -> None:
     af = AtomicFile(target)
     f = af.open()
     assert isinstance(f, io.TextIOWrapper)
-    assert af.temp_path == f.name
+    assert f.name == str(target)  # what open() would give
+    temp_path = af.temp_path
+    assert temp_path is not None
+    assert listing(tmp_path) == sorted(["t", os.path.basename(temp_path)])
     f.write("new")
     assert target.read_text() == "old"  # nothing visible before commit
     af.commit()
@@ -742,11 +746,14 @@ def test_temp_file_name_and_place(tmp_path: Path, form: Form) -> None:
     target.write_text("old")
     seen: dict[str, Any] = {}
 
+    af = AtomicFile(target)
+
     def inside(f: Any) -> None:
-        seen["name"] = f.name
+        f.write("new")
+        seen["name"] = af.temp_path
         seen["listing"] = listing(tmp_path)
 
-    form.write(target, "new", inside=inside)
+    enter(form, af, inside)
     name = seen["name"]
     assert os.path.dirname(name) == str(tmp_path)
     base = os.path.basename(name)
@@ -760,17 +767,21 @@ def test_temp_path_attribute(tmp_path: Path, form: Form) -> None:
     af = AtomicFile(tmp_path / "t")
     assert af.temp_path is None
     seen: list[Any] = []
-    enter(form, af, lambda f: seen.extend([f.name, af.temp_path, os.path.exists(f.name)]))
-    assert seen[0] == seen[1] and seen[2] is True
+    enter(form, af, lambda f: seen.extend([f.name, af.temp_path, temps(tmp_path)]))
+    assert seen[0] == str(tmp_path / "t")  # f.name is what open() would give
+    assert seen[1] is not None and seen[2] == [os.path.basename(seen[1])]
+    assert os.path.dirname(seen[1]) == str(tmp_path)
     assert af.temp_path is None
-    assert not os.path.exists(seen[0])
+    assert not os.path.exists(seen[1])
+    assert listing(tmp_path) == ["t"]
 
 
 def test_temp_names_are_random(tmp_path: Path) -> None:
     names = set()
     for _ in range(20):
-        with AtomicFile(tmp_path / "t") as f:
-            names.add(f.name)
+        af = AtomicFile(tmp_path / "t")
+        with af:
+            names.add(af.temp_path)
     assert len(names) == 20
 
 
@@ -779,9 +790,9 @@ def test_long_basename(tmp_path: Path, form: Form, base: str) -> None:
     """The temp name is shortened (whole characters) to fit; the target keeps its name."""
     assert len(os.fsencode(base)) in (250, 255)
     target = tmp_path / base
-    seen: list[str] = []
-    form.write(target, "long", inside=lambda f: seen.append(os.path.basename(f.name)))
-    temp = seen[0]
+    seen: list[list[str]] = []
+    form.write(target, "long", inside=lambda f: seen.append(temps(tmp_path)))
+    (temp,) = seen[0]
     raw = os.fsencode(temp)
     assert len(raw) <= 255
     raw.decode("utf-8")  # a valid name: no character cut in half
@@ -801,7 +812,7 @@ def test_temp_name_clash_is_retried(
     taken.write_bytes(b"someone else's")
     taken.chmod(0o600)
     before = os.stat(taken)
-    real_token = atomicfile._core._token
+    real_token = atomicfile._naming.token
     calls: list[int] = []
 
     def token() -> int:
@@ -809,12 +820,12 @@ def test_temp_name_clash_is_retried(
         calls.append(value)
         return value
 
-    monkeypatch.setattr(atomicfile._core, "_token", token)
-    seen: list[str] = []
-    form.write(target, "new", inside=lambda f: seen.append(f.name))
+    monkeypatch.setattr(atomicfile._naming, "token", token)
+    seen: list[list[str]] = []
+    form.write(target, "new", inside=lambda f: seen.append(listing(tmp_path)))
     assert len(calls) >= 2 and calls[0] == 0xDEADBEEF
-    assert seen[0] != str(taken)
-    assert re.fullmatch(TEMP_RE.format(base="t"), os.path.basename(seen[0]))
+    (ours,) = set(seen[0]) - {"t", taken.name}
+    assert re.fullmatch(TEMP_RE.format(base="t"), ours)
     assert target.read_text() == "new"
     assert taken.read_bytes() == b"someone else's"
     after = os.stat(taken)
@@ -836,8 +847,8 @@ def test_temp_name_clash_with_a_symlink_is_not_followed(
     trap = tmp_path / f".t.{7:016x}.tmp"
     trap.symlink_to(victim)
     tokens = iter([7])
-    real_token = atomicfile._core._token
-    monkeypatch.setattr(atomicfile._core, "_token", lambda: next(tokens, None) or real_token())
+    real_token = atomicfile._naming.token
+    monkeypatch.setattr(atomicfile._naming, "token", lambda: next(tokens, None) or real_token())
     form.write(target, "new")
     assert target.read_text() == "new"
     assert victim.read_bytes() == b"victim"

@@ -26,10 +26,11 @@ WRITER = r"""
 import sys
 from atomicfile import AtomicFile
 
-with AtomicFile(sys.argv[1], sys.argv[2]) as f:
+af = AtomicFile(sys.argv[1], sys.argv[2])
+with af as f:
     f.write(b"partial ")
     f.flush()
-    print(f.name, flush=True)
+    print(af.temp_path, flush=True)
     sys.stdin.readline()
     f.write(b"rest")
 """
@@ -118,9 +119,11 @@ def test_live_writer_in_another_process_keeps_its_temp(
 
 def test_live_writer_in_this_process_keeps_its_temp(tmp_path: Path) -> None:
     target = tmp_path / "cfg.json"
-    with AtomicFile(target) as f:
+    af = AtomicFile(target)
+    with af as f:
         f.write("{}")
-        temp = f.name
+        temp = af.temp_path
+        assert temp is not None
         assert clean_stale_temps(tmp_path) == []
         assert clean_stale_temps(tmp_path, dry_run=True) == []
         assert listing(tmp_path) == [os.path.basename(temp)]
@@ -253,21 +256,23 @@ def test_temp_between_create_and_lock(tmp_path: Path, monkeypatch: pytest.Monkey
     the temp (it looks stale); the writer must notice (st_nlink == 0) and start over."""
     target = tmp_path / "t"
     target.write_bytes(b"old")
-    real_lock = atomicfile._fs.lock
+    real_lock = atomicfile._fs.try_lock
     swept: list[list[str]] = []
     locked: list[int] = []
 
-    def sweep_then_lock(fd: int) -> None:
+    def sweep_then_lock(fd: int) -> bool | None:
         if not swept:
             assert len(temps(tmp_path)) == 1  # created, not yet locked
             swept.append(clean_stale_temps(tmp_path))
         locked.append(fd)
-        real_lock(fd)
+        return real_lock(fd)
 
-    monkeypatch.setattr(atomicfile._fs, "lock", sweep_then_lock)
-    with AtomicFile(target, "wb") as f:
+    monkeypatch.setattr(atomicfile._fs, "try_lock", sweep_then_lock)
+    af = AtomicFile(target, "wb")
+    with af as f:
         f.write(b"new")
-        final_temp = f.name
+        final_temp = af.temp_path
+        assert final_temp is not None
         assert listing(tmp_path) == sorted(["t", os.path.basename(final_temp)])
     assert len(swept) == 1 and len(swept[0]) == 1  # the sweep did remove the first temp
     assert swept[0][0] != final_temp
@@ -333,10 +338,11 @@ def test_missing_or_bad_directory(tmp_path: Path) -> None:
 def test_log_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     stale = tmp_path / f".t.{HEX}.tmp"
     stale.write_bytes(b"")
-    with AtomicFile(tmp_path / "live", "wb") as f:
+    af = AtomicFile(tmp_path / "live", "wb")
+    with af:
         caplog.set_level(logging.DEBUG, logger="atomicfile")
         clean_stale_temps(tmp_path)
-        live = f.name
+        live = af.temp_path
     events = [
         (r.name, r.levelno, r.getMessage(), r.__dict__.get("temp_path"), r.__dict__.get("reason"))
         for r in caplog.records
