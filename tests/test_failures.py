@@ -35,6 +35,15 @@ TEMP_RE = re.compile(r"\.[^/]*\.[0-9a-f]{16}\.tmp")
 NOBODY = 65534
 
 
+def is_dir_fd_of(fd: int | None, directory: Path) -> bool:
+    """True if `fd` is an open descriptor of `directory` (the store binds the target's
+    directory once and names everything relative to it)."""
+    if fd is None:
+        return False
+    st, want = os.fstat(fd), os.stat(directory)
+    return (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino)
+
+
 def check_error(
     err: BaseException,
     code: int,
@@ -559,35 +568,65 @@ def test_rename_fails(
     fired: list[tuple[str, str]] = []
 
     def replace(src: Any, dst: Any, **kwargs: Any) -> None:
+        # The store renames names relative to the directory's fd (renameat).
         s, t = os.fsdecode(src), os.fsdecode(dst)
-        if t == str(target) and TEMP_RE.fullmatch(os.path.basename(s)):
+        dir_fd = kwargs.get("src_dir_fd")
+        if (
+            t == "t"
+            and TEMP_RE.fullmatch(s)
+            and kwargs.get("dst_dir_fd") == dir_fd
+            and is_dir_fd_of(dir_fd, tmp_path)
+        ):
             fired.append((s, t))
-            raise OSError(code, os.strerror(code), s, None, t)
+            raise OSError(code, os.strerror(code), s, None, t)  # as renameat reports it
         real_replace(src, dst, **kwargs)
 
     monkeypatch.setattr(os, "replace", replace)
     err = raises(form, target, "new")
     assert len(fired) == 1
     check_error(err, code, step="rename", path=target)
+    # The error names the full paths, not the bare names given to renameat.
+    assert err.filename == str(tmp_path / fired[0][0])
     assert err.filename2 == str(target)
     assert target.read_bytes() == b"old"
     assert listing(tmp_path) == ["t"]
 
 
 def test_no_clobber_link_fails(tmp_path: Path, form: Form, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A mock of the x-mode publish step (link(2) refusing, e.g. EPERM on a file system
-    # without hard links), patched where the commit looks it up.
+    # A mock of the x-mode publish step (renameat2(RENAME_NOREPLACE), or its link(2)
+    # fallback, refusing: e.g. EPERM on a file system without hard links), patched where
+    # the store looks it up.
     fired: list[str] = []
 
-    def link_noreplace(src: str, dst: str) -> bool:
+    def rename_noreplace(src: str, dst: str, dir_fd: int | None) -> bool:
+        assert is_dir_fd_of(dir_fd, tmp_path)
         fired.append(dst)
         raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), src, None, dst)
 
-    monkeypatch.setattr(atomicfile._fs, "link_noreplace", link_noreplace)
+    monkeypatch.setattr(atomicfile._fs, "rename_noreplace", rename_noreplace)
     err = raises(form, tmp_path / "t", "new", mode="x")
-    assert fired == [str(tmp_path / "t")]
+    assert fired == ["t"]
     check_error(err, errno.EPERM, builtin=PermissionError, step="rename")
+    assert err.filename2 == str(tmp_path / "t")
     assert listing(tmp_path) == []
+
+
+def test_no_clobber_falls_back_to_link_without_renameat2(
+    tmp_path: Path, form: Form, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where libc has no renameat2, 'x' links the temp to the target (EEXIST if it
+    appeared) and unlinks the temp name: same outcome, no temp left."""
+    monkeypatch.setattr(atomicfile._fs, "_renameat2", None)
+    monkeypatch.setattr(atomicfile._fs, "_load_renameat2", lambda: False)
+    form.write(tmp_path / "t", "new", mode="x")
+    assert (tmp_path / "t").read_text() == "new"
+    assert os.stat(tmp_path / "t").st_nlink == 1
+    assert listing(tmp_path) == ["t"]
+    other = tmp_path / "o"
+    err = raises(form, other, "late", mode="x", inside=lambda f: other.write_text("first"))
+    check_error(err, errno.EEXIST, builtin=FileExistsError, step="rename")
+    assert other.read_text() == "first"
+    assert listing(tmp_path) == ["o", "t"]
 
 
 # -- cleanup failing -------------------------------------------------------------------------------
@@ -608,9 +647,10 @@ def test_cleanup_failure_is_logged_and_the_original_error_surfaces(
 
     def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
         # A mock: unlink of a file we own in our own directory doesn't fail on demand.
+        # The store unlinks the bare temp name relative to the directory's fd.
         p = os.fsdecode(path)
-        if os.path.dirname(p) == str(tmp_path) and TEMP_RE.fullmatch(os.path.basename(p)):
-            refused.append(p)
+        if is_dir_fd_of(kwargs.get("dir_fd"), tmp_path) and TEMP_RE.fullmatch(p):
+            refused.append(str(tmp_path / p))
             raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), p)
         real_unlink(path, *args, **kwargs)
 
@@ -662,10 +702,10 @@ def test_directory_fsync_fails_after_the_rename(
     content and no temp left."""
 
     # A mock: a directory fsync returning EIO needs failing hardware.
-    calls: list[str] = []
+    calls: list[bool] = []
 
-    def failing_fsync_dir(path: str) -> bool:
-        calls.append(path)
+    def failing_fsync_dir(fd: int) -> bool:
+        calls.append(is_dir_fd_of(fd, tmp_path))  # the directory's fd, bound at open
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(atomicfile._fs, "fsync_dir", failing_fsync_dir)
@@ -673,7 +713,7 @@ def test_directory_fsync_fails_after_the_rename(
     if mode == "w":
         target.write_bytes(b"old")
     err = raises(form, target, "new", mode=mode)
-    assert calls == [str(tmp_path)]
+    assert calls == [True]
     check_error(err, errno.EIO, builtin=OSError, step="fsync directory", path=target)
     assert target.read_bytes() == b"new"
     assert listing(tmp_path) == ["t"]
@@ -684,7 +724,7 @@ def test_directory_fsync_unsupported_is_not_a_failure(
 ) -> None:
     """A file system that can't fsync a directory (fsync_dir returns False): the write
     succeeds, with a warning."""
-    monkeypatch.setattr(atomicfile._fs, "fsync_dir", lambda path: False)
+    monkeypatch.setattr(atomicfile._fs, "fsync_dir", lambda fd: False)
     form.write(tmp_path / "t", "new")
     assert (tmp_path / "t").read_text() == "new"
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
