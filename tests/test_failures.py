@@ -228,7 +228,9 @@ def test_no_space_at_create(tiny_fs: Path, form: Form, mode: str) -> None:
     assert open_error(tiny_fs / "other").errno == errno.ENOSPC
     err = raises(form, target, "new", mode=mode)
     check_error(err, errno.ENOSPC, builtin=OSError, step="create temp", path=target)
-    assert TEMP_RE.fullmatch(os.path.basename(err.filename))  # the create's own filename
+    # The create's own filename, as a full path (not the name relative to the dir fd).
+    assert os.path.dirname(err.filename) == str(tiny_fs)
+    assert TEMP_RE.fullmatch(os.path.basename(err.filename))
     assert target.read_bytes() == b"old"
     assert listing(tiny_fs) == ["target"]
 
