@@ -311,6 +311,7 @@ class LocalTemp:
                 continue
             except OSError as err:
                 if err.errno != errno.ENAMETOOLONG or name_max != _naming.NAME_MAX:
+                    err.filename = self.temp_path  # the full path, not the name at the fd
                     raise
                 # The file system's names are shorter than Linux's usual 255 bytes.
                 name_max = os.fpathconf(dfd, "PC_NAME_MAX") if dfd is not None else 255
@@ -524,11 +525,17 @@ class LocalTemp:
             self._fd = keep
         self.step = "rename"
         src, dst, dfd = self._at(self.temp_name), self._at(self._base), self._dfd
-        if exclusive:
-            leftover = _fs.rename_noreplace(src, dst, dfd)
-        else:
-            os.replace(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd)
-            leftover = False
+        try:
+            if exclusive:
+                leftover = _fs.rename_noreplace(src, dst, dfd)
+            else:
+                os.replace(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd)
+                leftover = False
+        except OSError as err:
+            # The error names what the user can find: full paths, not the bare names
+            # given relative to the directory fd.
+            err.filename, err.filename2 = self.temp_path, join(self._dir, self._base)
+            raise
         self._created = leftover
         return leftover
 
