@@ -17,7 +17,7 @@ import pytest
 
 from atomicfile import AtomicFile, SessionFileError
 
-from conftest import Form, listing
+from conftest import Form, listing, temps
 
 # -- helpers --------------------------------------------------------------------------------
 
@@ -44,6 +44,18 @@ KEYS = {
     CLEANUP_FAILED: {"temp_path", "cleanup_error_code"},
     DISCARDED: {"target_path", "temp_path", "operation"},
 }
+
+
+def the_temp(directory: Path) -> str:
+    """The full path of the one temp file in `directory` (the file's `name` is the target's,
+    as open() gives it; the temp is found by listing the directory)."""
+    (name,) = temps(directory)
+    return str(directory / name)
+
+
+def remove_the_temp(directory: Path) -> Any:
+    """A block body that removes the write's own temp (found in the listing)."""
+    return lambda f: os.unlink(the_temp(directory))
 
 
 def fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -104,7 +116,8 @@ def test_success_events(tmp_path: Path, form: Form, captured: list[logging.LogRe
     target = tmp_path / "t"
     names: list[str] = []
     text = "héllo wörld\n" * 3
-    form.write(str(target), text, encoding="utf-8", inside=lambda f: names.append(f.name))
+    form.write(str(target), text, encoding="utf-8",
+               inside=lambda f: names.append(the_temp(tmp_path)))  # fmt: skip
     assert target.read_bytes() == text.encode("utf-8")
     assert listing(tmp_path) == ["t"]
 
@@ -151,7 +164,7 @@ def test_user_exception_events(
     target.write_bytes(b"old")
     names: list[str] = []
     with pytest.raises(ValueError, match=r"^boom$"):
-        form.write(str(target), "new", inside=lambda f: names.append(f.name),
+        form.write(str(target), "new", inside=lambda f: names.append(the_temp(tmp_path)),
                    raise_=ValueError("boom"))  # fmt: skip
     assert target.read_bytes() == b"old"
     assert listing(tmp_path) == ["t"]
@@ -210,14 +223,14 @@ def _discarding_write(form: Form, target: Path, names: list[str]) -> None:
     if not form.is_async:
         with af as f:
             f.write("new")
-            names.append(f.name)
+            names.append(str(af.temp_path))
             af.discard()
         return
 
     async def main() -> None:
         async with af as f:
             await f.write("new")
-            names.append(f.name)
+            names.append(str(af.temp_path))
             af.discard()
 
     asyncio.run(main())
@@ -260,8 +273,8 @@ def test_failed_cleanup_is_a_warning(
     names: list[str] = []
 
     def remove_temp(f: Any) -> None:
-        names.append(f.name)
-        os.unlink(f.name)
+        names.append(the_temp(tmp_path))
+        os.unlink(names[-1])
 
     with pytest.raises(ValueError, match=r"^boom$"):
         form.write(str(target), "new", inside=remove_temp, raise_=ValueError("boom"))
@@ -284,8 +297,12 @@ def test_failed_cleanup_injected(
     refused: list[str] = []
 
     def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
-        if os.path.basename(os.fsdecode(path)).startswith(".t."):
-            refused.append(os.fsdecode(path))
+        # The store unlinks the bare temp name relative to the directory's fd.
+        name = os.fsdecode(path)
+        dir_fd = kwargs.get("dir_fd")
+        if name.startswith(".t.") and dir_fd is not None:
+            assert os.path.samestat(os.fstat(dir_fd), os.stat(tmp_path))
+            refused.append(str(tmp_path / name))
             raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), path)
         real_unlink(path, *args, **kwargs)
 
@@ -430,7 +447,7 @@ def test_duck_typed_logger(tmp_path: Path, form: Form, captured: list[logging.Lo
     target = tmp_path / "t"
     form.write(str(target), "new", logger=duck)
     with pytest.raises(ValueError):
-        form.write(str(target), "x", logger=duck, inside=lambda f: os.unlink(f.name),
+        form.write(str(target), "x", logger=duck, inside=remove_the_temp(tmp_path),
                    raise_=ValueError("x"))  # fmt: skip
     assert target.read_text() == "new"
     assert listing(tmp_path) == ["t"]
@@ -479,7 +496,7 @@ def test_debug_disabled_builds_nothing(
     form.write_all(str(target), b"bytes", logger=logger)
     _discarding_write_with(form, target, logger)
     with pytest.raises(ValueError):
-        form.write(str(target), "x", logger=logger, inside=lambda f: os.unlink(f.name),
+        form.write(str(target), "x", logger=logger, inside=remove_the_temp(tmp_path),
                    raise_=ValueError("x"))  # fmt: skip
     assert target.read_bytes() == b"bytes"
     assert listing(tmp_path) == ["t"]
