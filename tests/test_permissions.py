@@ -13,7 +13,7 @@ import pytest
 
 from atomicfile import AtomicFile, SessionFileError
 
-from conftest import IS_ROOT, Form, listing, needs_root
+from conftest import IS_ROOT, Form, listing, needs_root, temps
 
 
 def mode_of(path: Path | str) -> int:
@@ -296,9 +296,9 @@ def _temp_modes(form: Form, target: Path, **options: Any) -> list[int]:
     seen: list[int] = []
 
     def look(f: Any) -> None:
-        st = os.stat(f.name)
+        (temp,) = temps(target.parent)  # beside the target (f.name is the target's name)
+        st = os.stat(target.parent / temp)
         seen.append(stat.S_IMODE(st.st_mode))
-        assert os.path.dirname(f.name) == str(target.parent)
 
     form.write(target, "secret", inside=look, **options)
     return seen
@@ -364,9 +364,10 @@ def test_write_through_symlink(tmp_path: Path, form: Form, how: str) -> None:
     link = tmp_path / "link"
     pointer = "real" if how == "relative" else str(real)
     link.symlink_to(pointer)
-    temp_dirs: list[str] = []
-    form.write(link, "new", inside=lambda f: temp_dirs.append(os.path.dirname(f.name)))
-    assert temp_dirs == [str(tmp_path)]
+    seen: list[list[str]] = []
+    form.write(link, "new", inside=lambda f: seen.append(temps(tmp_path)))
+    ((temp,),) = seen  # one temp, beside the real file
+    assert temp.startswith(".real.")
     assert link.is_symlink() and os.readlink(link) == pointer
     assert real.read_bytes() == b"new"
     assert mode_of(real) == 0o640
@@ -384,11 +385,11 @@ def test_write_through_symlink_into_another_directory(tmp_path: Path, form: Form
     real.write_bytes(b"old")
     pointer = "../there/real" if how == "relative" else str(real)
     (here / "link").symlink_to(pointer)
-    temps_at: list[str] = []
-    form.write(here / "link", "new", inside=lambda f: temps_at.append(f.name))
-    (temp,) = temps_at
-    assert os.path.dirname(temp) == str(there)  # beside the real file: same file system
-    assert os.path.basename(temp).startswith(".real.")
+    seen: list[tuple[list[str], list[str]]] = []
+    form.write(here / "link", "new", inside=lambda f: seen.append((temps(here), temps(there))))
+    ((in_here, (temp,)),) = seen
+    assert in_here == []  # beside the real file: same file system
+    assert temp.startswith(".real.")
     assert real.read_bytes() == b"new"
     assert os.readlink(here / "link") == pointer
     assert listing(here) == ["link", "neighbour"]
