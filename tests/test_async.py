@@ -52,10 +52,10 @@ async def test_text_write_methods(tmp_path: Path) -> None:
         assert f.wrapped is f.wrapped
         assert f.mode == "w"
         assert f.encoding == "utf-8"
-        assert os.path.dirname(f.name) == str(tmp_path)
-        match = TEMP_NAME.match(os.path.basename(f.name))
+        assert f.name == str(target)  # what open() would give; the temp is beside it
+        (temp,) = [n for n in listing(tmp_path) if n != "t"]
+        match = TEMP_NAME.match(temp)
         assert match and match["base"] == "t"
-        assert os.path.exists(f.name)
         n = await f.write("héllo\n")
         assert type(n) is int and n == 6  # characters, as TextIOWrapper.write returns
         assert await f.writelines(["a\n", "b\n"]) is None
@@ -148,9 +148,14 @@ async def test_plus_modes_read_back(tmp_path: Path, mode: str) -> None:
 
 
 async def test_repr_and_fileno(tmp_path: Path) -> None:
-    async with AtomicFile(tmp_path / "t", "wb") as f:
+    af = AtomicFile(tmp_path / "t", "wb")
+    async with af as f:
         assert f.fileno() == f.wrapped.fileno()
-        assert os.path.samefile(f"/proc/self/fd/{f.fileno()}", f.name) or sys.platform != "linux"
+        assert af.temp_path is not None
+        assert (
+            os.path.samefile(f"/proc/self/fd/{f.fileno()}", af.temp_path)
+            or sys.platform != "linux"
+        )
         assert "AsyncFile" in repr(f)
         assert f.closed is False
 
@@ -165,9 +170,9 @@ class Threads:
         self.seen: dict[str, set[int]] = {}
         self.where = str(where)
         fs = atomicfile._fs
-        for name in ("fsync_file", "fsync_dir", "copy_contents", "link_noreplace", "lock"):
+        for name in ("fsync_file", "fsync_dir", "copy_contents", "rename_noreplace", "try_lock"):
             monkeypatch.setattr(fs, name, self._wrap(name, getattr(fs, name)))
-        for name in ("replace", "unlink", "fchmod", "open", "lstat", "fstat"):
+        for name in ("replace", "unlink", "fchmod", "open", "stat", "fstat"):
             monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name), paths=True))
 
     def _wrap(self, name: str, func: Callable[..., Any], paths: bool = False) -> Any:
@@ -177,6 +182,9 @@ class Threads:
                 not paths
                 or not isinstance(first, (str, bytes))
                 or os.fsdecode(first).startswith(self.where)
+                # the store's names are relative to the target directory's fd
+                or kwargs.get("dir_fd") is not None
+                or kwargs.get("src_dir_fd") is not None
             ):
                 self.seen.setdefault(name, set()).add(threading.get_ident())
             return func(*args, **kwargs)
@@ -197,7 +205,7 @@ async def test_library_steps_run_off_the_loop_thread(
         async with AtomicFile(target, "a", permissions=0o666) as f:
             await f.write("new")
             await f.flush()
-        async with AtomicFile(tmp_path / "x", "xb") as f:  # no-clobber link, then unlink
+        async with AtomicFile(tmp_path / "x", "xb") as f:  # no-clobber rename
             await f.write(b"x")
         with pytest.raises(ValueError):
             async with AtomicFile(target) as f:  # cleanup after a failure
@@ -213,8 +221,8 @@ async def test_library_steps_run_off_the_loop_thread(
     monkeypatch.undo()
     assert target.read_bytes() == b"whole"
     assert listing(tmp_path) == ["fast", "t", "x"]
-    expected = {"fsync_file", "fsync_dir", "copy_contents", "link_noreplace", "lock",
-                "replace", "unlink", "fchmod", "open", "lstat", "fstat"}  # fmt: skip
+    expected = {"fsync_file", "fsync_dir", "copy_contents", "rename_noreplace", "try_lock",
+                "replace", "unlink", "fchmod", "open", "stat", "fstat"}  # fmt: skip
     assert set(threads.seen) == expected, "a wrapped step never ran: the check is vacuous"
     on_loop = sorted(name for name, idents in threads.seen.items() if loop_thread in idents)
     assert on_loop == [], f"ran on the event loop thread: {on_loop}"
@@ -293,7 +301,7 @@ def test_no_file_syscall_on_the_loop_thread(tmp_path: Path) -> None:
     # The check is not vacuous: every kind of step was seen, from worker threads.
     calls = {re.match(r"\d+\s+(?:<\.\.\. )?(\w+)", line)[1] for line in ours}  # type: ignore[index]
     for needed in ("write", "read", "lseek", "ftruncate", "fsync", "flock", "copy_file_range",
-                   "fchmod", "close", "open|openat", "link|linkat", "unlink|unlinkat",
+                   "fchmod", "close", "open|openat", "unlink|unlinkat",
                    "rename|renameat|renameat2"):  # fmt: skip
         assert calls & set(needed.split("|")), (needed, sorted(calls))
     assert (work / "t").read_bytes() == b"bytes"
@@ -532,7 +540,8 @@ async def test_cancel_during_commit_job(
     real_replace = os.replace
 
     def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if os.fsdecode(dst) == str(old_target):
+        # renameat(dirfd, temp, dirfd, "t"): the target's name relative to its directory
+        if os.fsdecode(dst) == old_target.name and kwargs.get("dst_dir_fd") is not None:
             cancel()  # just before the rename: the cancel is handled while it runs
         real_replace(src, dst, *args, **kwargs)
 
