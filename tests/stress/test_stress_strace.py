@@ -39,9 +39,12 @@ UNLINKS = {"unlink", "unlinkat"}
 OPENS = {"open", "openat", "openat2", "creat"}
 # Upper bound on the system calls of one small durable `atomic_write` of a new file, measured
 # on CPython 3.11 / Linux x86_64 (test_syscall_count_of_one_small_durable_write):
-#   lstat target, openat temp, flock, fstat (library), fstat + lseek (open() wrapping the
-#   fd; the library passes open()'s default buffer size itself, so open() skips its isatty
-#   ioctl), write, fsync, rename, close, openat dir, fsync dir, close dir = 13.
+#   openat dir (bound once, first), fstatat(dirfd, target, AT_SYMLINK_NOFOLLOW),
+#   openat(dirfd, temp), flock, fstat (library), fstat + lseek (open() wrapping the fd; the
+#   library passes open()'s default buffer size itself, so open() skips its isatty ioctl),
+#   write, fsync, renameat(dirfd, temp, dirfd, target), fsync dir, close temp, close dir = 13.
+# (Before the directory fd store: lstat, openat temp, ..., rename, close, openat dir, fsync
+# dir, close dir: the same 13.)
 # Memory management calls (mmap, brk...) are not counted: they come from Python's allocator.
 MAX_SYSCALLS = 13
 
@@ -54,6 +57,9 @@ class Call:
     ret: int | None
     err: str | None
     line: str
+    #: The path arguments, names given relative to a directory fd resolved against the
+    #: path that fd was opened with (see `resolve_paths`).
+    paths: list[str] | None = None
 
 
 _LINE = re.compile(r"^(?:(\d+)\s+)?(.*)$")
@@ -129,7 +135,41 @@ def _path(arg: str) -> str:
 
 
 def _path_args(call: Call) -> list[str]:
+    if call.paths is not None:
+        return call.paths
     return [_path(a) for a in call.args if a.startswith('"')]
+
+
+def resolve_paths(calls: list[Call]) -> None:
+    """Set each call's `paths`: a name after a directory fd argument (the *at() calls:
+    `openat(3, ".t.x.tmp", ...)`, `renameat(3, a, 3, b)`) becomes the full path of that
+    directory, as opened earlier in the trace, joined with the name. One process: the
+    fd table is shared by its threads."""
+    opened: dict[str, str] = {}
+    for call in calls:
+        if call.name == "close" and call.args:
+            opened.pop(call.args[0], None)
+        if call.name not in _PATH_CALLS:
+            continue  # read/write buffers are quoted too: not paths
+        paths = []
+        for i, arg in enumerate(call.args):
+            if not (arg.startswith('"') and arg.endswith('"')):
+                continue
+            name = _path(arg)
+            before = call.args[i - 1] if i else ""
+            if name and not name.startswith("/") and before in opened:
+                name = os.path.join(opened[before], name)
+            paths.append(name)
+        call.paths = paths
+        if call.name in OPENS and call.ret is not None and call.ret >= 0 and paths:
+            opened[str(call.ret)] = paths[0]
+
+
+_PATH_CALLS = OPENS | RENAMES | LINKS | UNLINKS | {
+    "stat", "lstat", "newfstatat", "fstatat64", "statx", "readlink", "readlinkat",
+    "access", "faccessat", "faccessat2", "mkdir", "mkdirat", "rmdir", "fchmodat", "fchownat",
+    "utimensat", "getxattr", "lgetxattr", "listxattr", "llistxattr",
+}  # fmt: skip
 
 
 def run_traced(
@@ -166,6 +206,7 @@ def run_traced(
     ready = done.stdout.decode().split()
     assert ready[:2] == ["ready", atomicfile.__file__], ready
     calls = parse_trace(out.read_text(errors="replace"))
+    resolve_paths(calls)
     marks = [
         i
         for i, c in enumerate(calls)
@@ -207,7 +248,19 @@ def _flags(call: Call) -> set[str]:
 
 def _check_durable_order(calls: list[Call], args: dict[str, Any], final: int) -> dict[str, int]:
     target = args["target"]
+    directory = os.path.dirname(target)
+    # The target's directory is opened once, first; every later name is relative to it.
+    i_dir = _index(
+        calls,
+        lambda c: c.name in OPENS and _path_args(c) == [directory] and c.ret is not None
+        and c.ret >= 0,
+        what="open of the directory",
+    )  # fmt: skip
+    dfd = calls[i_dir].ret
+    assert "O_DIRECTORY" in _flags(calls[i_dir])
     i_open, opened = _temp_open(calls, target)
+    assert i_dir < i_open, "the directory is bound before the temp is created"
+    assert opened.args[0] == str(dfd), "the temp is created relative to the directory fd"
     temp = next(p for p in _path_args(opened) if p.endswith(".tmp"))
     flags = _flags(opened)
     assert {"O_CREAT", "O_EXCL", "O_NOFOLLOW"} <= flags, opened.line
@@ -229,42 +282,37 @@ def _check_durable_order(calls: list[Call], args: dict[str, Any], final: int) ->
         assert i < i_sync, "the mode must be set before the data is synced:\n" + _dump(calls)
 
     if args["mode"] == "x":
+        # renameat2(RENAME_NOREPLACE): no window between a check and the rename.
         publish = _index(
-            calls, lambda c: c.name in LINKS and _path_args(c) == [temp, target], what="link"
-        )
-        assert not [c for c in calls if c.name in RENAMES], "x mode must never rename"
-        i_unlink = _index(
-            calls, lambda c: c.name in UNLINKS and _path_args(c) == [temp], publish + 1,
-            what="unlink of the temp name after the link",
+            calls,
+            lambda c: c.name == "renameat2" and _path_args(c) == [temp, target]
+            and "RENAME_NOREPLACE" in c.args[-1],
+            what="renameat2(RENAME_NOREPLACE)",
         )  # fmt: skip
-        assert calls[i_unlink].ret == 0
+        assert not [c for c in calls if c.name in LINKS], "x mode links only without renameat2"
+        assert not [c for c in calls if c.name in RENAMES and "NOREPLACE" not in c.line], (
+            "x mode must never rename over the target"
+        )
     else:
         publish = _index(
             calls, lambda c: c.name in RENAMES and _path_args(c) == [temp, target], what="rename"
         )
-        assert not [c for c in calls if c.name in UNLINKS and temp in _path_args(c)], (
-            "the temp name must never be unlinked once renamed"
-        )
+    assert not [c for c in calls if c.name in UNLINKS and temp in _path_args(c)], (
+        "the temp name must never be unlinked once renamed"
+    )
     assert calls[publish].ret == 0
+    assert calls[publish].args[0] == calls[publish].args[2] == str(dfd), calls[publish].line
     assert i_sync < publish, "the temp must be fsynced before it is renamed:\n" + _dump(calls)
 
-    directory = os.path.dirname(target)
-    i_dir = _index(
-        calls,
-        lambda c: c.name in OPENS and _path_args(c) == [directory] and c.ret is not None
-        and c.ret >= 0,
-        publish + 1,
-        what="open of the directory after the rename",
-    )  # fmt: skip
-    dfd = calls[i_dir].ret
-    assert "O_DIRECTORY" in _flags(calls[i_dir])
     i_dsync = _index(
-        calls, lambda c: c.name in SYNCS and c.args[:1] == [str(dfd)], i_dir + 1,
-        what="fsync of the directory",
+        calls, lambda c: c.name in SYNCS and c.args[:1] == [str(dfd)], publish + 1,
+        what="fsync of the directory after the rename",
     )  # fmt: skip
     assert calls[i_dsync].ret == 0
     _index(calls, lambda c: c.name == "close" and c.args == [str(dfd)], i_dsync + 1,
            what="close of the directory")  # fmt: skip
+    reopened = [c.line for c in calls[i_dir + 1 :] if c.name in OPENS and _path_args(c) == [directory]]
+    assert reopened == [], "the directory is opened once, not again at the end"
     return {"open": i_open, "fsync": i_sync, "publish": publish, "dir fsync": i_dsync}
 
 
@@ -291,7 +339,7 @@ def test_durable_replace_of_existing_private_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
-def test_x_mode_links_then_unlinks_never_renames(tmp_path: Path) -> None:
+def test_x_mode_renames_without_replacing(tmp_path: Path) -> None:
     calls, args = run_traced(tmp_path, api="atomic_write", mode="x")
     _check_durable_order(calls, args, 0o644)
 
@@ -321,9 +369,11 @@ def test_syscall_count_of_one_small_durable_write(tmp_path: Path) -> None:
     counted = [c for c in calls if c.name not in noise]
     names = [c.name for c in counted]
     print(f"\none small durable atomic_write: {len(counted)} syscalls: {' '.join(names)}")
-    for name in ("openat", "flock", "write", "fsync", "rename"):
+    for name in ("openat", "flock", "write", "fsync", "renameat"):
         assert name in names, names
-    assert names[-3:] == ["openat", "fsync", "close"], names  # ends with the directory sync
+    assert names[0] == "openat", names  # begins by binding the directory
+    # ends with the directory sync, then the temp's and the directory's fds are closed
+    assert names[-3:] == ["fsync", "close", "close"], names
     assert len(counted) <= MAX_SYSCALLS, "\n".join(c.line for c in counted)
 
 
@@ -336,8 +386,24 @@ def test_parser_joins_unfinished_calls() -> None:
         "7 +++ exited with 0 +++\n"
     )
     calls = parse_trace(text)
+    resolve_paths(calls)
     assert [c.name for c in calls] == ["openat", "epoll_wait", "rename"]
     assert calls[0].args == ["AT_FDCWD", '"/d/.t.0123456789abcdef.tmp"', "O_WRONLY|O_CREAT",
                              "0600"]  # fmt: skip
     assert calls[0].ret == 6
     assert calls[2].args == ['"/a, b"', '"/c"'] and calls[2].err == "ENOENT"
+
+
+def test_resolver_joins_names_to_their_directory_fd() -> None:
+    text = (
+        '7 openat(AT_FDCWD, "/d", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 3\n'
+        '7 openat(3, ".t.0123456789abcdef.tmp", O_WRONLY|O_CREAT, 0644) = 4\n'
+        '7 renameat(3, ".t.0123456789abcdef.tmp", 3, "t") = 0\n'
+        "7 close(3) = 0\n"
+        '7 openat(3, "x", O_RDONLY) = -1 EBADF (Bad file descriptor)\n'
+    )
+    calls = parse_trace(text)
+    resolve_paths(calls)
+    assert [_path_args(c) for c in calls] == [
+        ["/d"], ["/d/.t.0123456789abcdef.tmp"], ["/d/.t.0123456789abcdef.tmp", "/d/t"], [], ["x"]
+    ]
