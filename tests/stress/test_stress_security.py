@@ -11,9 +11,9 @@ from typing import IO, Any
 
 import pytest
 
-import atomicfile._core
+import atomicfile._naming
 
-from conftest import Form, listing
+from conftest import Form, listing, temps
 
 pytestmark = pytest.mark.stress
 
@@ -22,7 +22,8 @@ FIRST, SECOND = 0x0123456789ABCDEF, 0xFEDCBA9876543210
 
 @pytest.fixture
 def tokens(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Make the temp names predictable: `_token()` returns FIRST, then SECOND, then more."""
+    """Make the temp names predictable: `_naming.token()` returns FIRST, then SECOND, then
+    more."""
     given: list[int] = []
     queue = iter([FIRST, SECOND, *range(1, 100)])
 
@@ -30,7 +31,7 @@ def tokens(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         given.append(next(queue))
         return given[-1]
 
-    monkeypatch.setattr(atomicfile._core, "_token", token)
+    monkeypatch.setattr(atomicfile._naming, "token", token)
     return given
 
 
@@ -102,11 +103,14 @@ def test_hard_link_to_target_keeps_old_content(tmp_path: Path, form: Form) -> No
     assert listing(tmp_path) == ["other", "target"]
 
 
-def _private_inside(seen: list[int]) -> Any:
+def _private_inside(seen: list[int], directory: Path) -> Any:
     def inside(f: IO[Any]) -> None:
         f.flush()  # the secret is in the temp file on disk now, not just in a buffer
-        assert os.path.getsize(f.name) > 0
-        seen.append(stat.S_IMODE(os.stat(f.name).st_mode))
+        (temp,) = temps(directory)  # f.name is the target's name; the temp is beside it
+        temp_path = directory / temp
+        assert os.path.samestat(os.stat(temp_path), os.fstat(f.fileno()))
+        assert os.path.getsize(temp_path) > 0
+        seen.append(stat.S_IMODE(os.stat(temp_path).st_mode))
         seen.append(stat.S_IMODE(os.fstat(f.fileno()).st_mode))
 
     return inside
@@ -120,7 +124,7 @@ def test_private_target_never_in_a_file_others_can_read(
     target.write_bytes(b"old secret")
     target.chmod(0o600)
     seen: list[int] = []
-    form.write(target, "new secret", inside=_private_inside(seen))
+    form.write(target, "new secret", inside=_private_inside(seen, tmp_path))
     assert seen and all(mode & 0o077 == 0 for mode in seen), [oct(m) for m in seen]
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert target.read_bytes() == b"new secret"
@@ -133,7 +137,7 @@ def test_new_file_with_private_permissions_never_readable(
 ) -> None:
     target = tmp_path / "target"
     seen: list[int] = []
-    form.write(target, "secret", inside=_private_inside(seen), permissions=0o600)
+    form.write(target, "secret", inside=_private_inside(seen, tmp_path), permissions=0o600)
     assert seen and all(mode & 0o077 == 0 for mode in seen), [oct(m) for m in seen]
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
