@@ -153,8 +153,7 @@ async def test_repr_and_fileno(tmp_path: Path) -> None:
         assert f.fileno() == f.wrapped.fileno()
         assert af.temp_path is not None
         assert (
-            os.path.samefile(f"/proc/self/fd/{f.fileno()}", af.temp_path)
-            or sys.platform != "linux"
+            os.path.samefile(f"/proc/self/fd/{f.fileno()}", af.temp_path) or sys.platform != "linux"
         )
         assert "AsyncFile" in repr(f)
         assert f.closed is False

@@ -311,7 +311,9 @@ def _check_durable_order(calls: list[Call], args: dict[str, Any], final: int) ->
     assert calls[i_dsync].ret == 0
     _index(calls, lambda c: c.name == "close" and c.args == [str(dfd)], i_dsync + 1,
            what="close of the directory")  # fmt: skip
-    reopened = [c.line for c in calls[i_dir + 1 :] if c.name in OPENS and _path_args(c) == [directory]]
+    reopened = [
+        c.line for c in calls[i_dir + 1 :] if c.name in OPENS and _path_args(c) == [directory]
+    ]
     assert reopened == [], "the directory is opened once, not again at the end"
     return {"open": i_open, "fsync": i_sync, "publish": publish, "dir fsync": i_dsync}
 
@@ -405,5 +407,9 @@ def test_resolver_joins_names_to_their_directory_fd() -> None:
     calls = parse_trace(text)
     resolve_paths(calls)
     assert [_path_args(c) for c in calls] == [
-        ["/d"], ["/d/.t.0123456789abcdef.tmp"], ["/d/.t.0123456789abcdef.tmp", "/d/t"], [], ["x"]
+        ["/d"],
+        ["/d/.t.0123456789abcdef.tmp"],
+        ["/d/.t.0123456789abcdef.tmp", "/d/t"],
+        [],
+        ["x"],
     ]
