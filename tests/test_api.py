@@ -10,14 +10,20 @@ import asyncio
 import csv
 import errno
 import gc
+import gzip
 import io
 import itertools
 import json
+import logging
 import os
 import pickle
 import re
 import shutil
+import socket
+import ssl
 import stat
+import sys
+import warnings
 from array import array
 from collections.abc import Callable
 from pathlib import Path
@@ -927,3 +933,273 @@ def test_append_plus_writes_at_the_end_after_a_seek(
         seek_then_write(c)
     assert target.read_bytes() == control.read_bytes()
     assert listing(tmp_path) == ["control", "t"]
+
+
+# -- issue 10: the file is named as open() names it; foreign errors pass through --------------
+
+
+def _names(f: Any) -> list[Any]:
+    """The `name` of a file object and of every layer below it (buffer, raw)."""
+    names = [f.name]
+    buffer = getattr(f, "buffer", None)
+    if buffer is not None:
+        names.append(buffer.name)
+        f = buffer
+    raw = getattr(f, "raw", None)
+    if raw is not None:
+        names.append(raw.name)
+    return names
+
+
+@pytest.mark.parametrize(
+    ("mode", "buffering", "layers"),
+    [("w", -1, 3), ("wb", -1, 2), ("wb", 0, 1), ("r+b", -1, 2), ("a+", -1, 3)],
+)
+def test_file_name_is_what_open_gives(
+    tmp_path: Path, as_path: Callable[[Path], Any], mode: str, buffering: int, layers: int
+) -> None:
+    """Issue 10.2: `f.name` (and its buffer's and raw file's) is `os.fspath(file)` as
+    passed, bytes staying bytes, exactly what open() gives; the temp is `af.temp_path`."""
+    target = tmp_path / "t"
+    target.write_bytes(b"old")
+    control = tmp_path / "control"
+    control.write_bytes(b"old")
+    with open(as_path(control), mode, buffering) as plain:
+        expected_type = type(plain.name)
+        assert _names(plain) == [os.fspath(as_path(control))] * layers
+    af = AtomicFile(as_path(target), cast(Any, mode), buffering)
+    with af as f:
+        assert _names(f) == [os.fspath(as_path(target))] * layers
+        assert all(type(name) is expected_type for name in _names(f))
+        assert af.name == os.fspath(as_path(target))
+        assert af.temp_path is not None and af.temp_path != f.name
+        assert listing(tmp_path) == sorted(["control", "t", os.path.basename(af.temp_path)])
+        f.write("new" if "b" not in mode else b"new")
+    assert listing(tmp_path) == ["control", "t"]
+
+
+async def test_async_file_name_is_what_open_gives(
+    tmp_path: Path, as_path: Callable[[Path], Any]
+) -> None:
+    """Issue 10.2 for `async with`: AsyncFile.name is the target as passed (bytes stay
+    bytes), as is its wrapped file's name and the layers below it."""
+    target = tmp_path / "t"
+    for mode, layers in (("w", 3), ("wb", 2)):
+        af = AtomicFile(as_path(target), cast(Any, mode))
+        async with af as f:
+            assert f.name == os.fspath(as_path(target))
+            assert type(f.name) is type(os.fspath(as_path(target)))
+            assert _names(f.wrapped) == [os.fspath(as_path(target))] * layers
+            assert af.temp_path is not None
+            await f.write("x" if mode == "w" else b"x")
+    assert target.read_bytes() == b"x"
+    assert listing(tmp_path) == ["t"]
+
+
+def _gzip_header_name(data: bytes) -> bytes:
+    """The FNAME field of a gzip member (RFC 1952 section 2.3)."""
+    assert data[:3] == b"\x1f\x8b\x08", data[:3]
+    flags = data[3]
+    assert flags & 0x08, "no FNAME in the header"
+    assert not flags & 0x04  # no FEXTRA before the name (GzipFile never writes one)
+    end = data.index(b"\0", 10)
+    return data[10:end]
+
+
+@pytest.mark.parametrize("kind", ["str", "bytes"])
+def test_gzip_records_the_target_name(tmp_path: Path, form: Form, kind: str) -> None:
+    """Issue 10.2: GzipFile(fileobj=f) takes its header's file name from `f.name`: the
+    target's name without ".gz", never the temp's."""
+    target = tmp_path / "out.txt.gz"
+    path: Any = str(target) if kind == "str" else os.fsencode(target)
+    payload = b"compressed payload\n" * 50
+
+    def compress(f: Any) -> None:
+        with gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as g:
+            g.write(payload)
+
+    form.write(path, mode="wb", inside=compress)
+    data = target.read_bytes()
+    assert _gzip_header_name(data) == b"out.txt"
+    assert gzip.decompress(data) == payload
+    # The same bytes as gzip writes through open() on a file of that name.
+    control = tmp_path / "control" / "out.txt.gz"
+    control.parent.mkdir()
+    with open(control, "wb") as plain:
+        compress(plain)
+    assert control.read_bytes() == data
+    assert listing(tmp_path) == ["control", "out.txt.gz"]
+
+
+def test_pillow_saves_by_the_target_extension(tmp_path: Path, form: Form) -> None:
+    """Issue 10.2: `im.save(f)` without a format picks it from `f.name`'s extension."""
+    image_module = pytest.importorskip("PIL.Image", reason="Pillow is not installed")
+    target = tmp_path / "x.png"
+    image = image_module.new("RGB", (3, 2), (200, 10, 30))
+    form.write(target, mode="wb", inside=lambda f: image.save(f))
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with image_module.open(target) as loaded:
+        assert loaded.format == "PNG"
+        assert loaded.size == (3, 2)
+        assert loaded.getpixel((2, 1)) == (200, 10, 30)
+    assert listing(tmp_path) == ["x.png"]
+
+
+class _UserOSError(OSError):
+    """A library's own OSError subclass (as requests' and paramiko's errors are)."""
+
+
+def _foreign_errors() -> list[OSError]:
+    return [
+        ssl.SSLCertVerificationError(
+            1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"
+        ),
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+        _UserOSError(errno.EIO, "the user's own I/O error"),
+        _UserOSError("no errno at all"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4), ids=["ssl", "gaierror", "user", "user-no-errno"])
+def test_foreign_oserror_in_the_block_is_the_same_object(
+    tmp_path: Path, form: Form, index: int
+) -> None:
+    """Issue 10.1: an OSError class that is not a builtin one, raised inside the block,
+    comes out as the very same object (not wrapped), and the write is rolled back."""
+    err = _foreign_errors()[index]
+    target = tmp_path / "t"
+    target.write_bytes(b"old")
+    with pytest.raises(OSError) as caught:
+        form.write(target, "new", raise_=err)
+    assert caught.value is err
+    assert not isinstance(caught.value, SessionFileError)
+    assert target.read_bytes() == b"old"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_builtin_oserror_in_the_block_is_wrapped(tmp_path: Path, form: Form) -> None:
+    """A builtin OSError class raised in the block is the write's error: SessionFileError,
+    still a PermissionError, chained to the original."""
+    err = PermissionError(errno.EACCES, os.strerror(errno.EACCES), "somewhere")
+    target = tmp_path / "t"
+    target.write_bytes(b"old")
+    with pytest.raises(PermissionError) as caught:
+        form.write(target, "new", raise_=err)
+    wrapped = caught.value
+    assert isinstance(wrapped, SessionFileError)
+    assert wrapped.cause is err and wrapped.__cause__ is err
+    assert (wrapped.errno, wrapped.filename, wrapped.step) == (errno.EACCES, "somewhere", "write")
+    assert wrapped.path == str(target)
+    assert target.read_bytes() == b"old"
+    assert listing(tmp_path) == ["t"]
+
+
+def _discard_records(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, Any]]:
+    return [
+        (r.levelno, r.getMessage(), r.__dict__.get("reason"))
+        for r in caplog.records
+        if r.name == "atomicfile"
+    ]
+
+
+@pytest.mark.parametrize(
+    "exc_type", [KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError]
+)
+def test_base_exception_in_the_block_is_a_discard(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, exc_type: type[BaseException]
+) -> None:
+    """Issue 9.12/10.4: an exception that is not an Exception ends the write as a discard:
+    DEBUG "Atomic write discarded" with the class name as `reason`, never an ERROR."""
+    caplog.set_level(logging.DEBUG, logger="atomicfile")
+    target = tmp_path / "t"
+    target.write_bytes(b"old")
+    af = AtomicFile(target)
+    raised = exc_type()
+    with pytest.raises(exc_type) as caught, af as f:
+        f.write("new")
+        temp = af.temp_path
+        raise raised
+    assert caught.value is raised
+    assert target.read_bytes() == b"old"
+    assert listing(tmp_path) == ["t"]
+    assert _discard_records(caplog) == [
+        (logging.DEBUG, "Starting atomic write", None),
+        (logging.DEBUG, "Atomic write discarded", exc_type.__name__),
+        (logging.DEBUG, "Temp file cleaned up", None),
+    ]
+    discarded = next(r for r in caplog.records if r.getMessage() == "Atomic write discarded")
+    assert discarded.__dict__["temp_path"] == temp
+    assert discarded.__dict__["target_path"] == str(target)
+    assert discarded.__dict__["operation"] == "discard"
+    with pytest.raises(RuntimeError, match="discarded"):
+        af.commit()
+
+
+@pytest.mark.parametrize("exc_type", [GeneratorExit, asyncio.CancelledError])
+async def test_base_exception_in_the_async_block_is_a_discard(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, exc_type: type[BaseException]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="atomicfile")
+    target = tmp_path / "t"
+    target.write_bytes(b"old")
+    raised = exc_type()
+    with pytest.raises(exc_type) as caught:
+        async with AtomicFile(target) as f:
+            await f.write("new")
+            raise raised
+    assert caught.value is raised
+    assert target.read_bytes() == b"old"
+    assert listing(tmp_path) == ["t"]
+    assert _discard_records(caplog) == [
+        (logging.DEBUG, "Starting atomic write", None),
+        (logging.DEBUG, "Atomic write discarded", exc_type.__name__),
+        (logging.DEBUG, "Temp file cleaned up", None),
+    ]
+
+
+def test_mypy_accepts_a_mode_known_only_at_run_time() -> None:
+    """Issue 10 (f): `AtomicFile(p, mode)` with `mode: str` type-checks (IO[Any], as
+    typeshed's open() fallback); tests/typecheck/check_types.py pins it under --strict."""
+    source = Path(__file__).parent / "typecheck" / "check_types.py"
+    assert "def runtime_mode(p: str, mode: str)" in source.read_text()
+    api = pytest.importorskip("mypy.api", reason="mypy is not installed")
+    root = Path(__file__).parent.parent
+    stdout, stderr, status = api.run(
+        ["--config-file", str(root / "pyproject.toml"), "--no-incremental", str(source)]
+    )
+    assert status == 0, stdout + stderr
+
+
+def test_chained_open_discards_with_a_warning_naming_commit(tmp_path: Path) -> None:
+    """Issue 10 (g): `f = AtomicFile(p).open()` keeps no AtomicFile: it is collected at
+    once, which discards the write (temp removed) with a ResourceWarning that says to keep
+    it and call commit(); the file is closed, so writing fails at once, as after close()."""
+    target = tmp_path / "t"
+    target.write_text("old")
+    with pytest.warns(ResourceWarning, match=r"unfinished .*discarded.*commit\(\)"):
+        f = AtomicFile(target).open()
+        gc.collect()  # only for interpreters without reference counting
+    assert f.closed
+    with pytest.raises(ValueError, match="closed file"):
+        f.write("new")
+    assert target.read_text() == "old"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_abandoned_write_is_cleaned_even_when_warnings_are_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `-W error` the ResourceWarning raised in __del__ must not skip the cleanup."""
+    target = tmp_path / "t"
+    target.write_text("old")
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        af = AtomicFile(target)
+        af.open().write("new")
+        del af
+        gc.collect()
+    assert [type(u.exc_value) for u in unraisable] == [ResourceWarning]
+    assert target.read_text() == "old"
+    assert listing(tmp_path) == ["t"]
