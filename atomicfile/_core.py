@@ -463,15 +463,12 @@ class AtomicFile(Generic[_F]):
         if getattr(self, "_state", None) == _OPEN and self._forks == _forks:
             import warnings
 
-            warnings.warn(
-                f"unfinished {self!r} discarded: keep the AtomicFile and call its commit()",
-                ResourceWarning,
-                stacklevel=2,
-            )
+            message = f"unfinished {self!r} discarded: keep the AtomicFile and call its commit()"
             try:
-                self._end(_DISCARDED, None)
+                self._end(_DISCARDED, None)  # first: a warning turned error must not skip it
             except Exception:
                 pass
+            warnings.warn(message, ResourceWarning, stacklevel=2)
 
     # -- the steps ---------------------------------------------------------------------
 
