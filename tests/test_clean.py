@@ -158,7 +158,9 @@ def test_look_alikes_survive(tmp_path: Path, writers: list[Writer]) -> None:
     ]
     for name in look_alikes:
         (tmp_path / name).write_bytes(b"user data")
-    (tmp_path / f".dir.{HEX}.tmp").mkdir()
+    # A temp-shaped directory is an AtomicDirectory staging directory (tested below); a
+    # directory of another shape is never touched.
+    (tmp_path / f".dir.{HEX}.tmp.d").mkdir()
     (tmp_path / f".link.{HEX}.tmp").symlink_to(pointee)
     (tmp_path / f".dangling.{HEX}.tmp").symlink_to(tmp_path / "nowhere")
     os.mkfifo(tmp_path / f".fifo.{HEX}.tmp")  # opening it must not block the sweep
