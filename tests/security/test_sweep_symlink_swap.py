@@ -154,7 +154,7 @@ def test_sweep_never_follows_a_directory_swapped_for_a_symlink(base: Path) -> No
             attacker.wait()
             assert attacker.stdout is not None
             attacker.stdout.close()
-        out, _ = victim.communicate(b"go\n", timeout=60)
+        victim.communicate(b"go\n", timeout=60)
     # The victim's write then commits as if nothing happened.
     assert victim.returncode == 0
     assert (victim_dir / "data").read_bytes() == b"victim's data"
