@@ -552,7 +552,9 @@ def test_clean_output_write_error(tmp_path: Path) -> None:
     # A real write error on stdout (ENOSPC) is reported in one line, status 1.
     stale_temp(tmp_path, "f")
     with open("/dev/full", "wb") as full:
-        done = subprocess.run([*MODULE, "clean", str(tmp_path)], stdout=full, stderr=subprocess.PIPE)
+        done = subprocess.run(
+            [*MODULE, "clean", str(tmp_path)], stdout=full, stderr=subprocess.PIPE
+        )
     assert done.returncode == 1
     assert "No space left on device [ENOSPC]" in one_line(done.stderr)
     assert listing(tmp_path) == []
