@@ -29,10 +29,11 @@ WRITER = r"""
 import sys
 from atomicfile import AtomicFile
 
-with AtomicFile(sys.argv[1], sys.argv[2]) as f:
+af = AtomicFile(sys.argv[1], sys.argv[2])
+with af as f:
     f.write(b"partial ")
     f.flush()
-    print(f.name, flush=True)
+    print(af.temp_path, flush=True)
     sys.stdin.readline()
     f.write(b"rest")
 """
@@ -121,9 +122,10 @@ def test_live_writer_in_another_process_keeps_its_temp(
 
 def test_live_writer_in_this_process_keeps_its_temp(tmp_path: Path) -> None:
     target = tmp_path / "cfg.json"
-    with AtomicFile(target) as f:
+    with (af := AtomicFile(target)) as f:
         f.write("{}")
-        temp = f.name
+        temp = af.temp_path
+        assert temp is not None
         assert clean_stale_temps(tmp_path) == []
         assert clean_stale_temps(tmp_path, dry_run=True) == []
         assert listing(tmp_path) == [os.path.basename(temp)]
@@ -261,23 +263,24 @@ def test_temp_between_create_and_lock_is_kept(
     sweep keeps it, reports nothing, and the writer goes on with its first temp."""
     target = tmp_path / "t"
     target.write_bytes(b"old")
-    real_lock = atomicfile._fs.lock
+    real_lock = atomicfile._fs.try_lock
     swept: list[list[str]] = []
     locked: list[int] = []
 
-    def sweep_then_lock(fd: int) -> None:
+    def sweep_then_lock(fd: int) -> bool | None:
         if not swept:
             assert len(temps(tmp_path)) == 1  # created, not yet locked
             swept.append(clean_stale_temps(tmp_path))
             swept.append(clean_stale_temps(tmp_path, dry_run=True))
         locked.append(fd)
-        real_lock(fd)
+        return real_lock(fd)
 
-    monkeypatch.setattr(atomicfile._fs, "lock", sweep_then_lock)
+    monkeypatch.setattr(atomicfile._fs, "try_lock", sweep_then_lock)
     caplog.set_level(logging.DEBUG, logger="atomicfile")
-    with AtomicFile(target, "wb") as f:
+    with (af := AtomicFile(target, "wb")) as f:
         f.write(b"new")
-        temp = f.name
+        temp = af.temp_path
+        assert temp is not None
         assert listing(tmp_path) == sorted(["t", os.path.basename(temp)])
     assert swept == [[], []]
     assert len(locked) == 1  # no retry: the first temp was never touched
@@ -293,10 +296,11 @@ def test_temp_between_create_and_lock_is_kept(
 # locked. argv: target name, and optionally a uid to become (after moving into the target's
 # directory, so it needs no access to the directories above).
 WINDOW_WRITER = r"""
-import logging, os, random, sys  # imported before the uid change (the library loads them lazily)
+# Imported before the uid change (the library loads them lazily):
+import hashlib, logging, os, random, sys
 from atomicfile import AtomicFile, _fs
 
-real_lock = _fs.lock
+real_lock = _fs.try_lock
 locked = []
 
 def paused_lock(fd):
@@ -304,9 +308,9 @@ def paused_lock(fd):
     if len(locked) == 1:
         print(*[n for n in os.listdir(".") if n.endswith(".tmp")], flush=True)
         sys.stdin.readline()
-    real_lock(fd)
+    return real_lock(fd)
 
-_fs.lock = paused_lock
+_fs.try_lock = paused_lock
 os.chdir(os.path.dirname(sys.argv[1]))
 if len(sys.argv) > 2:
     os.setgid(int(sys.argv[2]))
@@ -432,10 +436,10 @@ def test_missing_or_bad_directory(tmp_path: Path) -> None:
 def test_log_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     stale = tmp_path / f".t.{HEX}.tmp"
     stale.write_bytes(b"")
-    with AtomicFile(tmp_path / "live", "wb") as f:
+    with (af := AtomicFile(tmp_path / "live", "wb")):
         caplog.set_level(logging.DEBUG, logger="atomicfile")
         clean_stale_temps(tmp_path)
-        live = f.name
+        live = af.temp_path
     events = [
         (r.name, r.levelno, r.getMessage(), r.__dict__.get("temp_path"), r.__dict__.get("reason"))
         for r in caplog.records

@@ -39,15 +39,16 @@ pytestmark = [
 # a line arrives on stdin. Modules the library loads lazily are imported before the uid
 # change (the test's virtualenv need not be readable by that user).
 VICTIM_WRITER = r"""
-import logging, os, random, sys
+import hashlib, logging, os, random, sys
 from atomicfile import AtomicFile
 os.chdir(sys.argv[1])
 os.setgid(int(sys.argv[2]))
 os.setuid(int(sys.argv[2]))
-with AtomicFile("data", "wb") as f:
+af = AtomicFile("data", "wb")
+with af as f:
     f.write(b"victim's ")
     f.flush()
-    print(os.path.basename(f.name), flush=True)
+    print(os.path.basename(af.temp_path), flush=True)
     sys.stdin.readline()
     f.write(b"data")
 """
