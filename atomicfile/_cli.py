@@ -61,12 +61,14 @@ Every atomicfile writer holds a lock on its temp while it writes: `clean` remove
 whose lock is free, so it never removes the temp of a running writer. It cannot know on file
 systems whose locks are not shared between machines (NFS without lockd), nor for writers of
 other libraries that take no lock. Prints the paths removed (or, with --dry-run, that would
-be), one per line.
+be), one per line; with --print0, each ends with a NUL byte instead (file names may hold
+newlines). Also removes the staging directories of killed AtomicDirectory writers, whole.
 
 examples:
   atomicfile clean .
   atomicfile clean -r --dry-run /srv/data
   atomicfile clean --target cfg.json /etc/app
+  atomicfile clean -r -n -0 /srv/data | xargs -0 ls -ld
 """
 
 
@@ -156,6 +158,12 @@ def _parser() -> _Parser:
     )
     clean.add_argument(
         "-t", "--target", metavar="NAME", help="only the temp files of the file named NAME"
+    )
+    clean.add_argument(
+        "-0",
+        "--print0",
+        action="store_true",
+        help="end each path printed with a NUL byte instead of a newline (for xargs -0)",
     )
     clean.add_argument(
         "-v", "--verbose", action="store_true", help="also report temps kept, on stderr"
@@ -303,18 +311,35 @@ def _clean(args: argparse.Namespace) -> int:
     except OSError as exc:
         _say(f"cannot clean {directory!r}: {_reason(exc)}")
         return 1
-    out = sys.stdout.buffer
+    end = b"\0" if args.print0 else b"\n"
+    # No sys.stdout: the command was started with its standard output closed (`>&-`); the
+    # caller asked for no list. The sweep is done; that is the result.
+    stdout = sys.stdout
+    if stdout is None:
+        return 0
     try:
+        out = stdout.buffer
         for path in removed:
-            out.write(os.fsencode(path) + b"\n")
+            out.write(os.fsencode(path) + end)
         out.flush()
     except BrokenPipeError:
         # The reader went away (`| head`): the sweep is done; stop printing quietly.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _silence_stdout()
         return 141
+    except OSError as exc:
+        _silence_stdout()
+        if exc.errno == errno.EBADF:  # fd 1 closed after start-up: as with `>&-`
+            return 0
+        _say(f"cannot print the paths removed: {_reason(exc)}")
+        return 1
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's final flush of stdout fails no more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ import pytest
 
 import atomicfile
 from atomicfile import AtomicFile, clean_stale_temps
+from atomicfile._clean import SKIPPED, remove_tree
 
-from conftest import IS_ROOT, listing, temps
+from conftest import IS_ROOT, listing, mount_tmpfs, temps
 
 # A writer in another process: it opens the write, writes a part, flushes it, prints its
 # temp path (the temp then exists and is locked), and waits on stdin; given a line, it
@@ -119,8 +122,7 @@ def test_live_writer_in_another_process_keeps_its_temp(
 
 def test_live_writer_in_this_process_keeps_its_temp(tmp_path: Path) -> None:
     target = tmp_path / "cfg.json"
-    af = AtomicFile(target)
-    with af as f:
+    with (af := AtomicFile(target)) as f:
         f.write("{}")
         temp = af.temp_path
         assert temp is not None
@@ -161,7 +163,9 @@ def test_look_alikes_survive(tmp_path: Path, writers: list[Writer]) -> None:
     ]
     for name in look_alikes:
         (tmp_path / name).write_bytes(b"user data")
-    (tmp_path / f".dir.{HEX}.tmp").mkdir()
+    # A temp-shaped directory is an AtomicDirectory staging directory (tested below); a
+    # directory of another shape is never touched.
+    (tmp_path / f".dir.{HEX}.tmp.d").mkdir()
     (tmp_path / f".link.{HEX}.tmp").symlink_to(pointee)
     (tmp_path / f".dangling.{HEX}.tmp").symlink_to(tmp_path / "nowhere")
     os.mkfifo(tmp_path / f".fifo.{HEX}.tmp")  # opening it must not block the sweep
@@ -251,9 +255,12 @@ def test_one_target_with_a_shortened_name(tmp_path: Path, writers: list[Writer])
     assert listing(tmp_path) == []
 
 
-def test_temp_between_create_and_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A sweep that runs after a writer created its temp but before it locked it removes
-    the temp (it looks stale); the writer must notice (st_nlink == 0) and start over."""
+def test_temp_between_create_and_lock_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sweep that runs after a writer created its temp but before it locked it: the lock
+    is free, but the file is open for writing (the kernel refuses a read lease), so the
+    sweep keeps it, reports nothing, and the writer goes on with its first temp."""
     target = tmp_path / "t"
     target.write_bytes(b"old")
     real_lock = atomicfile._fs.try_lock
@@ -264,21 +271,112 @@ def test_temp_between_create_and_lock(tmp_path: Path, monkeypatch: pytest.Monkey
         if not swept:
             assert len(temps(tmp_path)) == 1  # created, not yet locked
             swept.append(clean_stale_temps(tmp_path))
+            swept.append(clean_stale_temps(tmp_path, dry_run=True))
         locked.append(fd)
         return real_lock(fd)
 
     monkeypatch.setattr(atomicfile._fs, "try_lock", sweep_then_lock)
-    af = AtomicFile(target, "wb")
-    with af as f:
+    caplog.set_level(logging.DEBUG, logger="atomicfile")
+    with (af := AtomicFile(target, "wb")) as f:
         f.write(b"new")
-        final_temp = af.temp_path
-        assert final_temp is not None
-        assert listing(tmp_path) == sorted(["t", os.path.basename(final_temp)])
-    assert len(swept) == 1 and len(swept[0]) == 1  # the sweep did remove the first temp
-    assert swept[0][0] != final_temp
-    assert len(locked) == 2  # and the writer retried with a new name
+        temp = af.temp_path
+        assert temp is not None
+        assert listing(tmp_path) == sorted(["t", os.path.basename(temp)])
+    assert swept == [[], []]
+    assert len(locked) == 1  # no retry: the first temp was never touched
+    reasons = {r.__dict__.get("reason") for r in caplog.records if r.getMessage() == SKIPPED}
+    assert reasons == {"open for writing"}
     assert target.read_bytes() == b"new"
     assert listing(tmp_path) == ["t"]
+
+
+# A writer in another process that stops between its temp's create and its lock: it prints
+# the temp's name, waits for a line on stdin, then locks, checks the link count (retrying
+# with a new name if the temp was removed), writes and commits; it prints how many temps it
+# locked. argv: target name, and optionally a uid to become (after moving into the target's
+# directory, so it needs no access to the directories above).
+WINDOW_WRITER = r"""
+# Imported before the uid change (the library loads them lazily):
+import hashlib, logging, os, random, sys
+from atomicfile import AtomicFile, _fs
+
+real_lock = _fs.try_lock
+locked = []
+
+def paused_lock(fd):
+    locked.append(fd)
+    if len(locked) == 1:
+        print(*[n for n in os.listdir(".") if n.endswith(".tmp")], flush=True)
+        sys.stdin.readline()
+    return real_lock(fd)
+
+_fs.try_lock = paused_lock
+os.chdir(os.path.dirname(sys.argv[1]))
+if len(sys.argv) > 2:
+    os.setgid(int(sys.argv[2]))
+    os.setuid(int(sys.argv[2]))
+with AtomicFile(os.path.basename(sys.argv[1]), "wb") as f:
+    f.write(b"new")
+print(len(locked), flush=True)
+"""
+
+
+def window_writer(target: Path, *uid: str) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WINDOW_WRITER, str(target), *uid],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the temp exists, unlocked
+    assert line, f"writer died: {proc.wait()}"
+    return proc, line.decode().strip()
+
+
+def test_temp_between_create_and_lock_in_another_process(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.write_bytes(b"old")
+    proc, temp = window_writer(target)
+    assert clean_stale_temps(tmp_path, dry_run=True) == []
+    assert clean_stale_temps(tmp_path) == []
+    assert listing(tmp_path) == sorted(["t", temp])
+    out, _ = proc.communicate(b"go\n", timeout=60)
+    assert (proc.returncode, out) == (0, b"1\n")  # one temp: never disturbed
+    assert target.read_bytes() == b"new"
+    assert listing(tmp_path) == ["t"]
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory other users can reach (pytest's tmp_path sits in a 0700 directory)."""
+    path = Path(tempfile.mkdtemp(prefix="atomicfile-clean-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to write as another user")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
+def test_temp_between_create_and_lock_without_leases(shared_dir: Path) -> None:
+    """Where the sweep cannot ask the kernel (not the file's owner, no CAP_LEASE), a temp
+    between create and lock looks stale: the sweep removes it under its lock and reports
+    exactly that one name, which is really gone; the writer retries with a new name."""
+    os.chown(shared_dir, 65533, 65533)
+    target = shared_dir / "t"
+    proc, temp = window_writer(target, "65533")
+    done = subprocess.run(
+        ["setpriv", "--inh-caps=-lease", "--bounding-set=-lease", sys.executable, "-c",
+         "import sys, atomicfile; print(*atomicfile.clean_stale_temps(sys.argv[1]))",
+         str(shared_dir)],
+        capture_output=True,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.decode() == f"{shared_dir / temp}\n"
+    assert listing(shared_dir) == []  # what it reported is what it unlinked
+    out, _ = proc.communicate(b"go\n", timeout=60)
+    assert (proc.returncode, out) == (0, b"2\n")  # the writer retried with a new name
+    assert target.read_bytes() == b"new"
+    assert listing(shared_dir) == ["t"]
 
 
 def test_unlocked_temp_shaped_file_is_stale(tmp_path: Path) -> None:
@@ -338,8 +436,7 @@ def test_missing_or_bad_directory(tmp_path: Path) -> None:
 def test_log_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     stale = tmp_path / f".t.{HEX}.tmp"
     stale.write_bytes(b"")
-    af = AtomicFile(tmp_path / "live", "wb")
-    with af:
+    with (af := AtomicFile(tmp_path / "live", "wb")):
         caplog.set_level(logging.DEBUG, logger="atomicfile")
         clean_stale_temps(tmp_path)
         live = af.temp_path
@@ -398,3 +495,194 @@ def test_interrupt_right_after_the_temp_is_created_leaves_no_temp(
     if leaked:  # what the sweep is for: it removes the leak (no lock was ever taken)
         assert clean_stale_temps(tmp_path) == [str(tmp_path / leaked[0])]
     assert leaked == [], "a KeyboardInterrupt just after the temp's creation leaked it"
+
+
+# -- AtomicDirectory staging directories ----------------------------------------------------
+
+# Holds flock(LOCK_EX) on a directory (opened O_RDONLY|O_DIRECTORY), as a live
+# AtomicDirectory writer does on its staging directory; prints a line once it holds it, and
+# releases it (by exiting) when stdin closes.
+DIR_HOLDER = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def dir_holder() -> Iterator[Any]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def hold(path: Path) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", DIR_HOLDER, str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"held\n"
+        return proc
+
+    yield hold
+    for proc in procs:
+        for pipe in (proc.stdin, proc.stdout):
+            assert pipe is not None
+            pipe.close()
+        proc.wait(timeout=60)
+
+
+def staging_dir(parent: Path, base: str = "site", token: str = HEX) -> Path:
+    """A staging directory with a tree in it, as a killed AtomicDirectory writer leaves."""
+    path = parent / f".{base}.{token}.tmp"
+    (path / "css" / "deep").mkdir(parents=True)
+    (path / "index.html").write_bytes(b"<html>")
+    (path / "css" / "deep" / "a.css").write_bytes(b"a{}")
+    (path / f".index.html.{HEX}.tmp").write_bytes(b"")  # a temp inside: goes with the tree
+    return path
+
+
+def tree_of(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+def test_dead_staging_directory_is_removed_whole(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "file").write_bytes(b"keep")
+    (outside / "dir" / "x").write_bytes(b"keep")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "site").mkdir()
+    stage = staging_dir(work)
+    # Links inside point out of the tree: removed as links, never followed.
+    (stage / "link-to-dir").symlink_to(outside / "dir", target_is_directory=True)
+    (stage / "css" / "link-to-file").symlink_to(outside / "file")
+    before_outside = tree_of(outside)
+
+    assert clean_stale_temps(work, dry_run=True) == [str(stage)]
+    assert "index.html" in tree_of(stage)
+    assert clean_stale_temps(work) == [str(stage)]  # the directory, not each file in it
+    assert listing(work) == ["site"]
+    assert tree_of(outside) == before_outside
+    assert (outside / "file").read_bytes() == b"keep"
+    assert clean_stale_temps(work) == []
+
+
+def test_live_staging_directory_is_kept(tmp_path: Path, dir_holder: Any) -> None:
+    stage = staging_dir(tmp_path)
+    dead = staging_dir(tmp_path, "other", HEX[::-1])
+    inner_stale = stage / "css" / f".a.css.{HEX}.tmp"  # nobody's lock: but inside a live tree
+    inner_stale.write_bytes(b"")
+    before = tree_of(stage)
+    holder = dir_holder(stage)
+
+    assert clean_stale_temps(tmp_path, dry_run=True, recursive=True) == [str(dead)]
+    assert clean_stale_temps(tmp_path, recursive=True) == [str(dead)]
+    assert listing(tmp_path) == [stage.name]
+    assert tree_of(stage) == before  # kept whole, not searched
+
+    holder.stdin.close()  # the writer exits: its lock goes with it
+    assert holder.wait(timeout=60) == 0
+    assert clean_stale_temps(tmp_path, recursive=True) == [str(stage)]
+    assert listing(tmp_path) == []
+
+
+def test_staging_directory_of_one_target(tmp_path: Path) -> None:
+    mine = staging_dir(tmp_path, "site")
+    other = staging_dir(tmp_path, "site2")
+    assert clean_stale_temps(tmp_path, target="site") == [str(mine)]
+    assert listing(tmp_path) == [other.name]
+
+
+def test_staging_directory_log_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    stage = staging_dir(tmp_path)
+    caplog.set_level(logging.DEBUG, logger="atomicfile")
+    clean_stale_temps(tmp_path, dry_run=True)
+    clean_stale_temps(tmp_path)
+    events = [(r.getMessage(), r.__dict__["temp_path"]) for r in caplog.records]
+    assert events == [
+        ("Stale staging directory found (dry run)", str(stage)),
+        ("Stale staging directory removed", str(stage)),
+    ]
+
+
+def test_staging_directory_holding_a_mount_point(tmp_path: Path) -> None:
+    stage = staging_dir(tmp_path)
+    with mount_tmpfs(stage / "mnt", "size=64k") as mnt:
+        (mnt / "theirs").write_bytes(b"keep")
+        assert clean_stale_temps(tmp_path) == []  # not reported: it could not be removed
+        assert listing(mnt) == ["theirs"]  # nothing on the other file system was touched
+        assert (mnt / "theirs").read_bytes() == b"keep"
+        assert stage.exists()
+    assert clean_stale_temps(tmp_path) == [str(stage)]  # once unmounted, it goes
+    assert listing(tmp_path) == []
+
+
+def test_staging_directory_that_is_a_mount_point(tmp_path: Path) -> None:
+    with mount_tmpfs(tmp_path / f".site.{HEX}.tmp", "size=64k") as mnt:
+        (mnt / "theirs").write_bytes(b"keep")
+        assert clean_stale_temps(tmp_path) == []
+        assert listing(mnt) == ["theirs"]
+
+
+# -- remove_tree ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dir_fd(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+def test_remove_tree(tmp_path: Path, dir_fd: int) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_bytes(b"keep")
+    old = staging_dir(tmp_path, "old")
+    (old / "out").symlink_to(outside, target_is_directory=True)
+    (old / "css" / "deep" / "out").symlink_to(outside / "f")
+    os.mkfifo(old / "fifo")
+    remove_tree(dir_fd, old.name)
+    assert listing(tmp_path) == ["outside"]
+    assert listing(outside) == ["f"]
+    assert (outside / "f").read_bytes() == b"keep"
+
+
+def test_remove_tree_refuses_a_symlink_and_a_file(tmp_path: Path, dir_fd: int) -> None:
+    real = staging_dir(tmp_path, "real")
+    before = tree_of(real)
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    (tmp_path / "file").write_bytes(b"keep")
+    for name in ("link", "file"):
+        with pytest.raises(NotADirectoryError) as caught:
+            remove_tree(dir_fd, name)
+        assert caught.value.errno == errno.ENOTDIR
+    with pytest.raises(FileNotFoundError):
+        remove_tree(dir_fd, "missing")
+    assert tree_of(real) == before
+    assert listing(tmp_path) == sorted(["file", "link", real.name])
+
+
+def test_remove_tree_does_not_cross_a_mount_point(tmp_path: Path, dir_fd: int) -> None:
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    with mount_tmpfs(tree / "sub" / "mnt", "size=64k") as mnt:
+        (mnt / "theirs").write_bytes(b"keep")
+        with pytest.raises(OSError) as caught:
+            remove_tree(dir_fd, "tree")
+        assert caught.value.errno == errno.EXDEV
+        assert listing(mnt) == ["theirs"]
+        mnt_fd = os.open(tree / "sub", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with pytest.raises(OSError) as caught:
+                remove_tree(mnt_fd, "mnt")  # the mount point itself
+            assert caught.value.errno == errno.EXDEV
+        finally:
+            os.close(mnt_fd)
+        assert listing(mnt) == ["theirs"]
+    remove_tree(dir_fd, "tree")
+    assert listing(tmp_path) == []

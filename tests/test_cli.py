@@ -490,6 +490,76 @@ def test_clean_output_to_a_closed_pipe(tmp_path: Path) -> None:
     assert listing(tmp_path) == []
 
 
+def test_clean_print0_with_a_newline_in_a_name(tmp_path: Path, command: list[str]) -> None:
+    # With newline-separated output, `.a` and `b.<hex>.tmp` look like two paths; a
+    # `clean --dry-run | xargs -d '\\n' rm` would delete the wrong files.
+    tricky = stale_temp(tmp_path, "a\nb")
+    plain = stale_temp(tmp_path, "c", HEX[::-1])
+    (tmp_path / ".a").write_bytes(b"mine")  # what the newline split would name
+    before = listing(tmp_path)
+
+    done = run("clean", "--dry-run", "--print0", tmp_path, cmd=command)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout == os.fsencode(tricky) + b"\0" + os.fsencode(plain) + b"\0"
+    assert listing(tmp_path) == before
+
+    done = run("clean", "-0", tmp_path, cmd=command)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert done.stdout.split(b"\0") == [os.fsencode(tricky), os.fsencode(plain), b""]
+    assert listing(tmp_path) == [".a"]
+    assert (tmp_path / ".a").read_bytes() == b"mine"
+
+
+def test_clean_removes_a_dead_staging_directory(tmp_path: Path) -> None:
+    stage = tmp_path / f".site.{HEX}.tmp"
+    (stage / "sub").mkdir(parents=True)
+    (stage / "sub" / "index.html").write_bytes(b"<html>")
+    done = run("clean", "-r", tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, f"{stage}\n".encode(), b"")
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("args", [["--dry-run"], [], ["--print0"]])
+def test_clean_with_stdout_closed(tmp_path: Path, args: list[str]) -> None:
+    # `atomicfile clean DIR >&-`: no standard output at all. The sweep runs, nothing is
+    # printed, no traceback, and the status is the sweep's own.
+    stale = [stale_temp(tmp_path, f"f{i}") for i in range(3)]
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *MODULE, "clean", *args, str(tmp_path)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, b"", b"")
+    expected = [p.name for p in stale] if args == ["--dry-run"] else []
+    assert listing(tmp_path) == sorted(expected)
+
+
+def test_clean_dry_run_into_a_closed_pipe(tmp_path: Path) -> None:
+    # `atomicfile clean --dry-run . | head -0`: the reader left before the first byte.
+    stale = [stale_temp(tmp_path, f"f{i}") for i in range(3)]
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "wb") as out:
+        done = subprocess.run(
+            [*MODULE, "clean", "--dry-run", str(tmp_path)], stdout=out, stderr=subprocess.PIPE
+        )
+    assert (done.returncode, done.stderr) == (141, b"")
+    assert listing(tmp_path) == sorted(p.name for p in stale)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_clean_output_write_error(tmp_path: Path) -> None:
+    # A real write error on stdout (ENOSPC) is reported in one line, status 1.
+    stale_temp(tmp_path, "f")
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [*MODULE, "clean", str(tmp_path)], stdout=full, stderr=subprocess.PIPE
+        )
+    assert done.returncode == 1
+    assert "No space left on device [ENOSPC]" in one_line(done.stderr)
+    assert listing(tmp_path) == []
+
+
 # -- the rest --------------------------------------------------------------------------------
 
 
