@@ -89,9 +89,11 @@ def _lazyfs_binary() -> Path | str:
     binary = cache / "lazyfs" / "build" / "lazyfs"
     if os.access(binary, os.X_OK):
         return binary
-    source = Path(os.environ.get("ATOMICFILE_LAZYFS_SRC") or SHARED)
+    source = SHARED
+    if not (source / "build.sh").is_file() and os.environ.get("ATOMICFILE_LAZYFS_SRC"):
+        source = Path(os.environ["ATOMICFILE_LAZYFS_SRC"])
     if not (source / "build.sh").is_file():
-        return f"no LazyFS source at {source} (set ATOMICFILE_LAZYFS_SRC)"
+        return f"no LazyFS source: no {SHARED}, no $ATOMICFILE_LAZYFS_SRC"
     absent = [
         p for p in BUILD_PACKAGES
         if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode
