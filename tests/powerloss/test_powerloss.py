@@ -217,6 +217,8 @@ class Campaign:
                 mine = [c for c in cases if c.variant == variant]
                 odd = [c for c in mine if c.point != "returned" and c.outcome not in ("old", "new")]
                 end = [c.outcome for c in mine if c.point == "returned" and c.outcome != "new"]
+                if not bad:  # a durable=False write lost after it returned is in the table
+                    end = [o for o in end if o != "old"]
                 if odd or end:
                     what = [f"{c.outcome} if cut before `{_short(c.point)}`" for c in odd]
                     what += [f"{o} if cut after it returned" for o in end]
