@@ -210,6 +210,13 @@ def _write(args: argparse.Namespace) -> int:
     target: str = args.target
     mode: Literal["wb", "xb", "ab"] = "xb" if args.no_clobber else "ab" if args.append else "wb"
     try:
+        # A closed fd 0 would be taken by the write's first descriptor (its directory's)
+        # and "read" from there: say it is closed, before anything is created.
+        os.fstat(0)
+    except OSError as exc:
+        _say(f"cannot read standard input: {_reason(exc)}; {target!r} left unchanged")
+        return 1
+    try:
         with _InterruptingSignals() as signals:
             af = AtomicFile(
                 target,

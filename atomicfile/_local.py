@@ -132,7 +132,11 @@ class LocalTemp:
                     problem = err
         else:
             try:
-                self._bind(self._dir)
+                try:
+                    self._bind(self._dir)
+                except OSError as err:
+                    # open() names the file it was asked for, not its directory.
+                    raise OSError(err.errno, err.strerror, path) from None
                 st = self._lstat()
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     st = self._through_link(st)
@@ -232,9 +236,10 @@ class LocalTemp:
         if not stat.S_ISREG(st.st_mode):
             # Renaming over a FIFO or a device would not write to it, it would remove it.
             return _error(errno.EINVAL, self.path, "Not a regular file: it can't be replaced")
-        if not _permissions.may_write(st, self._at(self._base), self._dfd):
+        euid = _permissions.euid()
+        if not _permissions.may_write(st, self._at(self._base), self._dfd, euid):
             return _error(errno.EACCES, self.path)
-        if st.st_uid != _permissions.EUID and kind != "r" and self._protected_regular(st):
+        if st.st_uid != euid and kind != "r" and self._protected_regular(st):
             # fs.protected_regular: open(O_CREAT) of someone else's file in a sticky
             # world-writable directory is refused, even for root.
             return _error(errno.EACCES, self.path)
@@ -489,13 +494,6 @@ class LocalTemp:
                     if name == _ACL_ACCESS:
                         acl = False
                         self._warn(_ACL, exc)
-        if xattrs is not None and _ACL_ACCESS not in xattrs and hasattr(os, "removexattr"):
-            # The old file had no ACL: one inherited from the directory's default ACL must
-            # not grant what the old file didn't.
-            try:
-                os.removexattr(fd, _ACL_ACCESS)
-            except OSError:
-                pass
         return acl
 
     def _warn(self, what: str, exc: OSError) -> None:

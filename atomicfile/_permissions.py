@@ -60,16 +60,16 @@ def create_mode(final: int | None) -> int:
     return NEW_FILE_MODE if final is None else final & 0o777
 
 
-#: The writer's effective uid (fixed for the process's life in practice; -1 off POSIX).
-EUID = os.geteuid() if hasattr(os, "geteuid") else -1
+def euid() -> int:
+    """The writer's effective uid now (-1 off POSIX): read per write, as it may change."""
+    return os.geteuid() if hasattr(os, "geteuid") else -1
 
 
-def may_write(current: os.stat_result, name: str, dir_fd: int | None) -> bool:
+def may_write(current: os.stat_result, name: str, dir_fd: int | None, euid: int) -> bool:
     """Would open(path, "w") be allowed? The replace only needs the directory, but a read-only
     file should stay as protected as open() keeps it. `name` is relative to `dir_fd`."""
     if os.name == "nt":
         return os.access(name, os.W_OK)
-    euid = os.geteuid()
     if euid == 0:
         return True  # CAP_DAC_OVERRIDE: open() would succeed for root too
     if current.st_uid == euid:

@@ -187,14 +187,15 @@ def test_deleted_file_behind_proc_fd_is_refused(tmp_path: Path, form: Form) -> N
 
 @pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd_create is Linux's")
 def test_memfd_behind_proc_fd_is_refused(tmp_path: Path, form: Form) -> None:
-    fd = os.memfd_create("buf")
+    name = f"atomicfile-test-{os.getpid()}"
+    fd = os.memfd_create(name)
     try:
         with pytest.raises(SessionFileError) as caught:
             form.write(f"/proc/self/fd/{fd}", "data")
     finally:
         os.close(fd)
     assert caught.value.errno == errno.EINVAL
-    assert not os.path.exists("/memfd:buf (deleted)")
+    assert not os.path.exists(f"/memfd:{name} (deleted)")
 
 
 def test_pipe_behind_proc_fd_says_not_a_regular_file(form: Form) -> None:

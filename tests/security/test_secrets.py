@@ -92,6 +92,18 @@ def test_cli_append_no_follow_is_eloop(shared_dir: Path) -> None:
 # -- 2. 'a'/'r+' check-then-copy race ----------------------------------------------------
 
 
+def _readable_content(path: Path) -> bytes:
+    """What the file at `path` shows to others, read without following a link (the attacker
+    keeps swapping the names: root reading by path would follow one to the secret)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return b""  # a symlink or gone: no content of its own
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        return f.read() if stat.S_ISREG(st.st_mode) and st.st_mode & 0o044 else b""
+
+
 @needs_root
 @pytest.mark.parametrize("follow", [False, True])
 def test_append_races_a_file_link_exchange_never_leaks(shared_dir: Path, follow: bool) -> None:
@@ -117,10 +129,7 @@ def test_append_races_a_file_link_exchange_never_leaks(shared_dir: Path, follow:
                 name = errno.errorcode.get(err.errno or 0, "?")
                 outcomes[name] = outcomes.get(name, 0) + 1
             for name in os.listdir(home):
-                path = home / name
-                st = os.lstat(path)
-                if stat.S_ISREG(st.st_mode) and st.st_mode & 0o044:
-                    assert SECRET not in path.read_bytes(), (name, outcomes)
+                assert SECRET not in _readable_content(home / name), (name, outcomes)
     assert outcomes.get("ok", 0) > 0, outcomes  # the attack did not just block every write
     if follow:
         # Following is allowed: the secret may have been appended to in place, under 0600.
