@@ -241,6 +241,15 @@ def store_error(exc: BaseException, url: str, condition: str | None = None) -> O
     return err
 
 
+#: Where the errors of a request to the store come from (besides OSError).
+_STORE_MODULES = ("botocore", "aiobotocore", "aiohttp", "urllib3", "s3fs", "fsspec")
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """An error of the request (the store's answer, the connection), not of our code."""
+    return isinstance(exc, OSError) or type(exc).__module__.startswith(_STORE_MODULES)
+
+
 def _errno_in_chain(exc: BaseException) -> int:
     """A dropped connection's errno (ECONNREFUSED...) where a cause has one, else EIO."""
     seen: BaseException | None = exc
@@ -270,6 +279,8 @@ class _S3:
         try:
             return self.fs.call_s3(method, **self.where, **kwargs)
         except Exception as exc:
+            if not is_store_error(exc):
+                raise  # a bug or a bad option (TypeError...): not the store's answer
             raise store_error(exc, self.url, condition) from exc
 
     def head(self) -> str | None:
@@ -293,6 +304,8 @@ class _S3:
                     break
                 _write_all(fd, chunk)
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno is not None or not is_store_error(exc):
+                raise  # the local spool's own error (ENOSPC...), or a bug
             raise store_error(exc, self.url) from exc
         finally:
             body.close()
