@@ -304,7 +304,7 @@ class _S3:
                     break
                 _write_all(fd, chunk)
         except Exception as exc:
-            if isinstance(exc, OSError) and exc.errno is not None or not is_store_error(exc):
+            if (isinstance(exc, OSError) and exc.errno is not None) or not is_store_error(exc):
                 raise  # the local spool's own error (ENOSPC...), or a bug
             raise store_error(exc, self.url) from exc
         finally:

@@ -14,7 +14,7 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
 import sys
 
-from s3server import PROXY, Bucket, Server, moto_server
+from remote.s3server import PROXY, Bucket, Server, moto_server
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,10 +15,10 @@ import warnings
 from typing import Any
 
 import pytest
-from s3server import PART, Bucket, MiB, Server, options
 
 import atomicfile
 from atomicfile import AtomicFile, SessionFileError, atomic_write, clean_stale_temps
+from remote.s3server import PART, Bucket, MiB, Server, options
 
 OLD = b"old content"
 
