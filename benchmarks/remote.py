@@ -40,7 +40,8 @@ else:
         for _ in range(size // 2**20):
             out.write(chunk)
 took = time.perf_counter() - start
-print(json.dumps({"seconds": took, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": took, "maxrss_kib": rss}))
 """
 
 
