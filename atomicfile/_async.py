@@ -15,8 +15,9 @@ from ._core import _NEW, AtomicFile, atomic_write
 if TYPE_CHECKING:
     from typing import Literal
 
-    from _typeshed import ReadableBuffer, StrOrBytesPath
+    from _typeshed import ReadableBuffer
 
+    from ._core import FileTarget
     from ._log import AnyLogger
     from ._permissions import Permissions
 
@@ -149,7 +150,7 @@ async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
 
 
 async def atomic_write_async(
-    file: StrOrBytesPath,
+    file: FileTarget,
     data: str | ReadableBuffer,
     *,
     mode: Literal["w", "x", "a"] = "w",
@@ -160,6 +161,8 @@ async def atomic_write_async(
     logger: AnyLogger | None = None,
     durable: bool = True,
     follow_symlinks: bool = True,
+    fs: Any = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> None:
     """`atomic_write` as a coroutine: the whole write runs as one worker-thread job.
 
@@ -178,5 +181,7 @@ async def atomic_write_async(
             logger=logger,
             durable=durable,
             follow_symlinks=follow_symlinks,
+            fs=fs,
+            storage_options=storage_options,
         )
     )

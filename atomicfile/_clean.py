@@ -21,6 +21,8 @@ from . import _fs, _naming
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from datetime import timedelta
+    from typing import Any
 
     from _typeshed import StrOrBytesPath
 
@@ -54,6 +56,8 @@ def clean_stale_temps(
     target: str | None = None,
     dry_run: bool = False,
     logger: AnyLogger | None = None,
+    older_than: float | timedelta | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> list[str]:
     """Remove the temp files (and `AtomicDirectory` staging directories) that writers killed
     mid-write left in `directory`; never those of a writer that is still alive, in this
@@ -91,7 +95,20 @@ def clean_stale_temps(
     Raises `FileNotFoundError`, `NotADirectoryError` or `PermissionError` (plain `OSError`s)
     if `directory` itself cannot be listed; unreadable subdirectories are logged and skipped.
     `ValueError` if `target` is not a plain file name.
+
+    An `s3://bucket/prefix` URL sweeps the incomplete multipart uploads under it instead,
+    aborting those started more than `older_than` (seconds or a timedelta; required there)
+    ago; `storage_options` configure s3fs. See `_remote_clean`.
     """
+    if isinstance(directory, str) and "://" in directory:
+        from ._remote_clean import clean_remote
+
+        return clean_remote(
+            directory, older_than=older_than, dry_run=dry_run, logger=logger,
+            storage_options=storage_options,
+        )  # fmt: skip
+    if older_than is not None or storage_options is not None:
+        raise ValueError("older_than and storage_options apply to a remote (s3://) prefix")
     from ._log import EventLog
 
     if target is not None:

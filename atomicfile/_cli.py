@@ -168,7 +168,22 @@ def _parser() -> _Parser:
     clean.add_argument(
         "-v", "--verbose", action="store_true", help="also report temps kept, on stderr"
     )
+    clean.add_argument(
+        "--older-than", metavar="AGE", type=_remote_age, default=None,
+        help="s3://bucket/prefix only: abort incomplete uploads older than AGE (90s, 30m, 24h, 7d)",
+    )  # fmt: skip
     return parser
+
+
+def _remote_age(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        value = float(text[:-1]) * units[text[-1]] if text[-1:] in units else float(text)
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not an age: {text!r} (e.g. 90s, 30m, 24h, 7d)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not an age: {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,9 +324,14 @@ class _InterruptingSignals:
 def _clean(args: argparse.Namespace) -> int:
     directory: str = args.directory
     try:
-        removed = clean_stale_temps(
-            directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run
-        )
+        if "://" in directory or args.older_than is not None:  # a remote prefix's uploads
+            removed = clean_stale_temps(
+                directory, older_than=args.older_than, dry_run=args.dry_run
+            )
+        else:
+            removed = clean_stale_temps(
+                directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run
+            )
     except ValueError as exc:
         _say(f"error: {exc}")
         return 2

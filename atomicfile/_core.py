@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import io
     from types import TracebackType
-    from typing import IO, Any, BinaryIO, Generic, Literal, TypeGuard, TypeVar, overload
+    from typing import IO, Any, BinaryIO, Generic, Literal, Protocol, TypeGuard, TypeVar, overload
 
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from ._log import AnyLogger, EventLog
     from ._permissions import Permissions
     from ._store import Temp
+
+    class _UPathLike(Protocol):
+        """universal-pathlib's UPath, as far as AtomicFile reads it."""
+
+        @property
+        def protocol(self) -> str: ...
+        @property
+        def path(self) -> str: ...
+        @property
+        def fs(self) -> Any: ...
+
+    #: A local path, an fsspec URL ('s3://bucket/key'), or a UPath.
+    FileTarget = StrOrBytesPath | _UPathLike
 
     _F = TypeVar("_F", bound="IO[Any]", covariant=True)
 
@@ -112,6 +125,11 @@ class AtomicFile(Generic[_F]):
     `(target, current_stat) -> int`), `logger`, `durable` (fsync the file and its directory;
     default True), `follow_symlinks` (replace what a symlink points to; default True).
 
+    Object stores: a URL such as `"s3://bucket/key"` (with `storage_options`, as
+    `fsspec.open` takes them), a `UPath`, or a path with `fs=` an fsspec file system
+    (s3fs, memory). The object is replaced in one step at the commit; an exception aborts
+    the upload and leaves the old object. See `_remote`.
+
     Raises `ValueError`/`TypeError` for bad arguments before any I/O, and `SessionFileError`
     (also the builtin `OSError` subclass `open()` would raise) when the file system fails.
     """
@@ -121,7 +139,7 @@ class AtomicFile(Generic[_F]):
         @overload
         def __init__(
             self: AtomicFile[io.TextIOWrapper],
-            file: StrOrBytesPath,
+            file: FileTarget,
             mode: TextMode = "w",
             buffering: int = -1,
             encoding: str | None = None,
@@ -132,11 +150,13 @@ class AtomicFile(Generic[_F]):
             logger: AnyLogger | None = None,
             durable: bool = True,
             follow_symlinks: bool = True,
+            fs: Any = None,
+            storage_options: dict[str, Any] | None = None,
         ) -> None: ...
         @overload
         def __init__(
             self: AtomicFile[io.FileIO],
-            file: StrOrBytesPath,
+            file: FileTarget,
             mode: BinaryMode,
             buffering: Literal[0],
             encoding: None = None,
@@ -147,11 +167,13 @@ class AtomicFile(Generic[_F]):
             logger: AnyLogger | None = None,
             durable: bool = True,
             follow_symlinks: bool = True,
+            fs: Any = None,
+            storage_options: dict[str, Any] | None = None,
         ) -> None: ...
         @overload
         def __init__(
             self: AtomicFile[io.BufferedRandom],
-            file: StrOrBytesPath,
+            file: FileTarget,
             mode: BinaryUpdateMode,
             buffering: Literal[-1, 1] = -1,
             encoding: None = None,
@@ -162,11 +184,13 @@ class AtomicFile(Generic[_F]):
             logger: AnyLogger | None = None,
             durable: bool = True,
             follow_symlinks: bool = True,
+            fs: Any = None,
+            storage_options: dict[str, Any] | None = None,
         ) -> None: ...
         @overload
         def __init__(
             self: AtomicFile[io.BufferedWriter],
-            file: StrOrBytesPath,
+            file: FileTarget,
             mode: BinaryWriteMode,
             buffering: Literal[-1, 1] = -1,
             encoding: None = None,
@@ -177,11 +201,13 @@ class AtomicFile(Generic[_F]):
             logger: AnyLogger | None = None,
             durable: bool = True,
             follow_symlinks: bool = True,
+            fs: Any = None,
+            storage_options: dict[str, Any] | None = None,
         ) -> None: ...
         @overload
         def __init__(
             self: AtomicFile[BinaryIO],
-            file: StrOrBytesPath,
+            file: FileTarget,
             mode: BinaryMode,
             buffering: int = -1,
             encoding: None = None,
@@ -192,12 +218,14 @@ class AtomicFile(Generic[_F]):
             logger: AnyLogger | None = None,
             durable: bool = True,
             follow_symlinks: bool = True,
+            fs: Any = None,
+            storage_options: dict[str, Any] | None = None,
         ) -> None: ...
 
         @overload
         def __init__(
             self: AtomicFile[IO[Any]],
-            file: StrOrBytesPath,
+            file: FileTarget,
             mode: str,
             buffering: int = -1,
             encoding: str | None = None,
@@ -208,11 +236,13 @@ class AtomicFile(Generic[_F]):
             logger: AnyLogger | None = None,
             durable: bool = True,
             follow_symlinks: bool = True,
+            fs: Any = None,
+            storage_options: dict[str, Any] | None = None,
         ) -> None: ...
 
     def __init__(
         self,
-        file: StrOrBytesPath,
+        file: FileTarget,
         mode: str = "w",
         buffering: int = -1,
         encoding: str | None = None,
@@ -223,6 +253,8 @@ class AtomicFile(Generic[_F]):
         logger: AnyLogger | None = None,
         durable: bool = True,
         follow_symlinks: bool = True,
+        fs: Any = None,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self._state = _NEW
         self._mode = parsed = parse_mode(mode)
@@ -242,9 +274,25 @@ class AtomicFile(Generic[_F]):
 
                 codecs.lookup(encoding)  # LookupError now, not after the temp exists
         _permissions.check(permissions)
+        #: The object store (`_remote.Target`) for a URL, a UPath or `fs=`; None: local.
+        self._store: Any = None
+        if (
+            fs is not None
+            or storage_options is not None
+            or ("://" in file if isinstance(file, str) else type(file).__module__[:5] == "upath")
+        ):
+            from . import _remote
+
+            where = _remote.resolve(
+                file, fs, storage_options, permissions, durable, follow_symlinks
+            )
+            if isinstance(where, str):
+                file = where  # file://, fsspec's local file system: the local store
+            else:
+                self._store, file = where, where.url
         #: What `open()` would give as the file's `name`: the target as passed.
-        self.name: str | bytes = os.fspath(file)
-        #: The target, as a `str` path.
+        self.name: str | bytes = os.fspath(file)  # type: ignore[arg-type]
+        #: The target, as a `str` path (the URL of an object).
         self.path: str = os.fsdecode(self.name)
         #: The mode string, as given.
         self.mode: str = mode
@@ -283,7 +331,12 @@ class AtomicFile(Generic[_F]):
         self._log = log = _event_log(self._logger)
         self._start = _log.now()
         self._state = _OPEN
-        self._temp = temp = _local.LocalTemp(self.path, self._mode, self._follow, log)
+        store = self._store
+        self._temp = temp = (
+            _local.LocalTemp(self.path, self._mode, self._follow, log)
+            if store is None
+            else store.temp(self._mode, log)
+        )
         try:
             problem = temp.inspect()
             if log.debug:
@@ -624,7 +677,7 @@ _BINARY: dict[str, BinaryWriteMode] = {"w": "wb", "x": "xb", "a": "ab"}
 
 
 def atomic_write(
-    file: StrOrBytesPath,
+    file: FileTarget,
     data: str | ReadableBuffer,
     *,
     mode: Literal["w", "x", "a"] = "w",
@@ -635,6 +688,8 @@ def atomic_write(
     logger: AnyLogger | None = None,
     durable: bool = True,
     follow_symlinks: bool = True,
+    fs: Any = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> None:
     """Atomically replace `file` with `data`: `str` is written as text, bytes-like as binary.
 
@@ -661,6 +716,8 @@ def atomic_write(
         logger=logger,
         durable=durable,
         follow_symlinks=follow_symlinks,
+        fs=fs,
+        storage_options=storage_options,
     )
     af._size_hint = size
     with af as f:
