@@ -306,6 +306,8 @@ class AtomicFile(Generic[_F]):
         self._in_with = False
         self._discard_requested = False
         self._size_hint: int | None = None
+        self._leftover = False
+        self._renamed_at = 0.0
         self._forks = _forks
 
     def __repr__(self) -> str:
@@ -363,6 +365,16 @@ class AtomicFile(Generic[_F]):
         """Publish the written content: flush, set permissions, fsync, rename, fsync the
         directory. On error the target is untouched, the temp is removed, and
         `SessionFileError` (or the original non-OSError exception) is raised."""
+        self._prepare(self._durable)
+        self._publish()
+        self._complete(self._durable)
+
+    # The phases of commit(), in order. AtomicBatch runs each phase over all its files
+    # (prepare all without fsync, make them durable together, publish all, one directory
+    # fsync per directory), so they are separate; commit() is just the three in a row.
+
+    def _prepare(self, sync: bool) -> None:
+        """Close the user's file, set the final metadata, fsync the temp if `sync`."""
         if self._forks != _forks:
             raise RuntimeError(_FORKED)
         self._expect(_OPEN, "commit")
@@ -372,22 +384,32 @@ class AtomicFile(Generic[_F]):
         log = self._log
         temp, file = self._temp, self._file
         assert temp is not None and file is not None
-        published = False
-        size = self._size_hint
         temp.step = "flush"
         try:
             file.close()  # flushes; the fd stays ours (closefd=False)
-            temp.finish(self._durable)
+            temp.finish(sync)
             if log.debug:
-                size = temp.size()
+                self._size_hint = temp.size()
                 log.emit(_log.DEBUG, _log.WRITTEN, {
                     "temp_path": temp.temp_path,
-                    "size": size,
+                    "size": self._size_hint,
                     "duration": _log.ms(self._start),
                     "operation": "write_file",
                 })  # fmt: skip
-            renamed_at = _log.now()
-            leftover = temp.publish(self._durable, self._mode.kind == "x")
+        except BaseException as exc:
+            self._fail(exc)
+            if _needs_wrapping(exc):
+                raise SessionFileError(self.path, "atomic write", exc, temp.step) from exc
+            raise
+
+    def _publish(self) -> None:
+        """Rename the prepared temp over the target (the step that makes the write seen)."""
+        temp = self._temp
+        assert temp is not None
+        self._renamed_at = _log.now()
+        published = False
+        try:
+            self._leftover = temp.publish(self._durable, self._mode.kind == "x")
             published = True
         except BaseException as exc:
             if published:  # an interrupt landed just after the rename: the write is done
@@ -399,17 +421,24 @@ class AtomicFile(Generic[_F]):
             raise
         self._state = _COMMITTED
         self._file = None
+
+    def _complete(self, sync_dir: bool) -> None:
+        """After the rename: drop a leftover name, fsync the directory if `sync_dir`,
+        release the descriptors, log the end."""
+        log = self._log
+        temp = self._temp
+        assert temp is not None
         try:
-            if leftover:
+            if self._leftover:
                 self._log_removal(temp.remove())
             if log.debug:
                 log.emit(_log.DEBUG, _log.RENAMED, {
                     "temp_path": temp.temp_path,
                     "target_path": self.path,
-                    "duration": _log.ms(renamed_at),
+                    "duration": _log.ms(self._renamed_at),
                     "operation": "rename",
                 })  # fmt: skip
-            if self._durable:
+            if sync_dir:
                 try:
                     synced = temp.sync_dir()
                 except OSError as exc:
@@ -425,7 +454,7 @@ class AtomicFile(Generic[_F]):
         if log.debug:
             log.emit(_log.DEBUG, _log.COMPLETED, {
                 "target_path": self.path,
-                "size": size,
+                "size": self._size_hint,
                 "total_duration": _log.ms(self._start),
             })  # fmt: skip
 
