@@ -13,11 +13,15 @@ from ._errors import SessionFileError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._async import AsyncFile, atomic_write_async
+    from ._batch import AtomicBatch
     from ._clean import clean_stale_temps
+    from ._directory import AtomicDirectory
 
 __version__ = "0.1.0"
 __all__ = [
     "AsyncFile",
+    "AtomicBatch",
+    "AtomicDirectory",
     "AtomicFile",
     "SessionFileError",
     "__version__",
@@ -30,9 +34,15 @@ for _obj in (AtomicFile, SessionFileError, atomic_write):
     _obj.__module__ = __name__
 del _obj
 
-# Loaded on first use: the async names import asyncio (tens of milliseconds), and few
-# programs sweep stale temps.
-_LAZY = {"AsyncFile": "_async", "atomic_write_async": "_async", "clean_stale_temps": "_clean"}
+# Loaded on first use: the async names import asyncio (tens of milliseconds), few programs
+# sweep stale temps, and the many-file forms bring typing and ctypes.
+_LAZY = {
+    "AsyncFile": "_async",
+    "atomic_write_async": "_async",
+    "clean_stale_temps": "_clean",
+    "AtomicBatch": "_batch",
+    "AtomicDirectory": "_directory",
+}
 
 
 def __getattr__(name: str) -> object:
