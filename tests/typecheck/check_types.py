@@ -197,3 +197,54 @@ def runtime_mode(p: str, mode: str) -> None:
     # typeshed's open() fallback: a mode known only at run time gives IO[Any].
     with AtomicFile(p, mode) as f:
         assert_type(f, IO[Any])
+
+
+# -- many files (issue 14): appended -------------------------------------------------------
+
+from atomicfile import AtomicBatch, AtomicDirectory  # noqa: E402
+
+
+def directory(p: str, b: bytes) -> None:
+    with AtomicDirectory(p) as d:
+        assert_type(d, Path)
+    ad = AtomicDirectory(Path(p), permissions=0o755, durable=False, keep_old=True)
+    assert_type(ad.open(), Path)
+    assert_type(ad.commit(), None)
+    assert_type(ad.old_path, Path | None)
+    assert_type(ad.staging_path, Path | None)
+    AtomicDirectory(b, permissions=lambda target, current: 0o700, fallback=True).discard()
+    AtomicDirectory(p, permissions="755")  # type: ignore[arg-type]
+    AtomicDirectory(p, True)  # type: ignore[call-arg]
+
+
+async def directory_async(p: str) -> None:
+    async with AtomicDirectory(p) as d:
+        assert_type(d, Path)
+
+
+def batch(p: str, b: bytes) -> None:
+    with AtomicBatch() as batch:
+        assert_type(batch, AtomicBatch)
+        assert_type(batch.open(p), io.TextIOWrapper)
+        assert_type(batch.open(p, "wb"), io.BufferedWriter)
+        assert_type(batch.open(p, "r+b"), io.BufferedRandom)
+        assert_type(batch.open(p, "wb", 0), io.FileIO)
+        assert_type(
+            batch.open(Path(p), "w", encoding="utf-8", follow_symlinks=False), io.TextIOWrapper
+        )
+        mode: str = "w"
+        assert_type(batch.open(p, mode), IO[Any])
+        assert_type(batch.write(p, "text"), None)
+        assert_type(batch.write(b, b"bytes", mode="x", permissions=0o600), None)
+        batch.write(p, 123)  # type: ignore[arg-type]
+        batch.open(1.5)  # type: ignore[call-overload]
+        assert_type(batch.paths, list[str])
+    AtomicBatch(durable=False).discard()
+    AtomicBatch(True)  # type: ignore[call-arg]
+
+
+async def batch_async(p: str) -> None:
+    async with AtomicBatch() as batch:
+        assert_type(await batch.aopen(p), AsyncFile[str])
+        assert_type(await batch.aopen(p, "wb"), AsyncFile[bytes])
+        assert_type(await batch.awrite(p, b"x"), None)
