@@ -146,6 +146,7 @@ class AtomicDirectory:
         self._log = _event_log(self._logger)
         self._start = now()
         self._state = _OPEN
+        self._pid = os.getpid()  # a forked child never removes its parent's staging tree
         self._step = "open"
         try:
             self._open()
@@ -446,6 +447,21 @@ class AtomicDirectory:
         from ._async import run
 
         await run(self.__exit__, exc_type, exc, tb)
+
+    def __del__(self) -> None:
+        # An abandoned open write is discarded, as AtomicFile does, with the same warning.
+        if getattr(self, "_state", None) == _OPEN and getattr(self, "_pid", None) == os.getpid():
+            import warnings
+
+            warnings.warn(
+                f"unfinished {self!r} discarded: call its commit() or use 'with'",
+                ResourceWarning,
+                stacklevel=2,
+            )
+            try:
+                self._end(_DISCARDED, None)
+            except Exception:
+                pass
 
     # -- the end -----------------------------------------------------------------------
 

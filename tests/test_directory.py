@@ -417,3 +417,16 @@ def test_cancelled_async_enter_leaves_nothing(tmp_path: Path) -> None:
     asyncio.run(main())
     assert listing(tmp_path) == ["site"]
     assert tree(site) == OLD
+
+
+def test_abandoned_open_is_discarded_with_warning(tmp_path: Path) -> None:
+    site = make_old(tmp_path)
+    ad = AtomicDirectory(site)
+    fill(ad.open())
+    with pytest.warns(ResourceWarning, match="unfinished"):
+        del ad
+        import gc
+
+        gc.collect()
+    assert listing(tmp_path) == ["site"]
+    assert tree(site) == OLD
