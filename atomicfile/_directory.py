@@ -582,48 +582,34 @@ def _rename_noreplace_dir(src: str, dst: str, dir_fd: int) -> None:
 
 
 def remove_tree(dir_fd: int, name: str) -> None:
-    """Remove `name` (relative to `dir_fd`) and everything under it, never following a
-    symlink: each directory is opened with O_NOFOLLOW and emptied through its descriptor.
-    A name already gone is not an error.
+    """Remove the tree `name` (relative to `dir_fd`) with the sweep's `_clean.remove_tree`
+    (descriptor-relative, never following a symlink); a name already gone is no error, and
+    read-only directories in it (what `copytree` of read-only sources gives) are opened up
+    first, as `rm -rf` does."""
+    from ._clean import remove_tree as remove
 
-    (The sweep's `_clean.remove_tree` does the same; this private copy stays until that
-    lands.)
-    """
     try:
-        fd = os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
-            raise
-        try:
-            os.unlink(name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
-        return
-    try:
-        _empty(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.rmdir(name, dir_fd=dir_fd)
+        remove(dir_fd, name)
     except FileNotFoundError:
         pass
+    except PermissionError:
+        _open_up(dir_fd, name)
+        remove(dir_fd, name)
 
 
-def _empty(fd: int) -> None:
-    st = os.fstat(fd)
-    if not st.st_mode & stat.S_IWUSR or not st.st_mode & stat.S_IXUSR:
-        os.fchmod(fd, stat.S_IMODE(st.st_mode) | stat.S_IRWXU)  # a read-only dir in the tree
-    with os.scandir(fd) as it:
-        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
-    for name, is_dir in entries:
-        if is_dir:
-            remove_tree(fd, name)
-        else:
-            try:
-                os.unlink(name, dir_fd=fd)
-            except FileNotFoundError:
-                pass
-            except IsADirectoryError:
-                remove_tree(fd, name)
+def _open_up(dir_fd: int, name: str) -> None:
+    """Give the owner rwx on every directory of the tree `name` it can enter."""
+    try:
+        fd = os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError:
+        return
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & stat.S_IRWXU != stat.S_IRWXU:
+            os.fchmod(fd, mode | stat.S_IRWXU)
+        with os.scandir(fd) as it:
+            subdirs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
+        for sub in subdirs:
+            _open_up(fd, sub)
+    finally:
+        os.close(fd)

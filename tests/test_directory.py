@@ -430,3 +430,13 @@ def test_abandoned_open_is_discarded_with_warning(tmp_path: Path) -> None:
         gc.collect()
     assert listing(tmp_path) == ["site"]
     assert tree(site) == OLD
+
+
+def test_sweep_keeps_a_live_staging_directory(tmp_path: Path) -> None:
+    site = make_old(tmp_path)
+    with AtomicDirectory(site) as d:
+        fill(d)
+        assert atomicfile.clean_stale_temps(tmp_path) == []  # locked: a live writer's
+        assert sorted(listing(tmp_path)) == sorted(["site", d.name])
+    assert tree(site) == NEW
+    assert listing(tmp_path) == ["site"]

@@ -15,7 +15,6 @@ removed by the sweep.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import signal
@@ -28,7 +27,7 @@ import pytest
 from _stress_util import trials
 
 import atomicfile
-from atomicfile._directory import remove_tree
+from atomicfile import clean_stale_temps
 from atomicfile._naming import is_temp_name
 
 pytestmark = pytest.mark.stress
@@ -155,21 +154,12 @@ def test_readers_never_see_a_mix_during_1000_swaps(tmp_path: Path) -> None:
 
 
 def leftovers_are_sweepable(parent: Path, keep: set[str]) -> int:
-    """Everything beside the targets has a temp's name, is unlocked (its writer is dead)
-    and is removed whole; returns how many there were."""
-    extra = [n for n in os.listdir(parent) if n not in keep]
-    dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for name in extra:
-            assert is_temp_name(name), name
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it
-            finally:
-                os.close(fd)
-            remove_tree(dfd, name)
-    finally:
-        os.close(dfd)
+    """Everything beside the targets has a temp's name and the stale sweep removes it (its
+    writer is dead, so nobody holds its lock); returns how many there were."""
+    extra = sorted(n for n in os.listdir(parent) if n not in keep)
+    assert all(is_temp_name(n) for n in extra), extra
+    removed = clean_stale_temps(parent)
+    assert sorted(os.path.basename(p) for p in removed) == extra
     assert sorted(os.listdir(parent)) == sorted(keep)
     return len(extra)
 
