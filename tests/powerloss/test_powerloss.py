@@ -54,6 +54,7 @@ GOOD = (
     ("async-with", "`async with AtomicFile(p, 'wb')`"),
     ("atomic_write_async", "`atomic_write_async`"),
     ("cli-write", "`atomicfile write`"),
+    ("AtomicBatch", "`AtomicBatch().open(p, 'wb')`"),
 )
 BAD = (
     ("bad-open-write", "known bad: `open(p, 'wb').write`"),
