@@ -113,6 +113,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> io.TextIOWrapper: ...
         @overload
         def open(
@@ -126,6 +127,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> io.FileIO: ...
         @overload
         def open(
@@ -139,6 +141,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> io.BufferedRandom: ...
         @overload
         def open(
@@ -152,6 +155,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> io.BufferedWriter: ...
         @overload
         def open(
@@ -165,6 +169,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> BinaryIO: ...
         @overload
         def open(
@@ -178,6 +183,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> IO[Any]: ...
 
     def open(
@@ -191,6 +197,7 @@ class AtomicBatch:
         *,
         permissions: Permissions = None,
         follow_symlinks: bool = True,
+        fs: Any = None,
     ) -> IO[Any]:
         """Start the write of `file` in this batch and return its temp file, as
         `AtomicFile(file, mode, ...).open()` would. Don't close it yourself: the batch does.
@@ -211,6 +218,7 @@ class AtomicBatch:
             logger=self._logger,
             durable=self._durable,
             follow_symlinks=follow_symlinks,
+            fs=fs,
         )
         key = _target_key(af.path, follow_symlinks)
         if key in self._keys:
@@ -222,7 +230,7 @@ class AtomicBatch:
         entry = _Entry(af, key, os.path.dirname(temp_path))
         self._entries.append(entry)
         self._keys.add(key)
-        if self._durable:
+        if self._durable and af._store is None:  # a local file (remote stores commit alone)
             try:
                 entry.dev = self._note_device(af, f)
             except BaseException as exc:
@@ -245,6 +253,7 @@ class AtomicBatch:
         newline: str | None = None,
         permissions: Permissions = None,
         follow_symlinks: bool = True,
+        fs: Any = None,
     ) -> None:
         """`atomic_write` into the batch: `str` is written as text, bytes-like as binary.
         The data goes into the temp file now; the target changes when the batch commits."""
@@ -263,6 +272,7 @@ class AtomicBatch:
             newline,
             permissions=permissions,
             follow_symlinks=follow_symlinks,
+            fs=fs,
         )
         try:
             f.write(data)
@@ -304,7 +314,10 @@ class AtomicBatch:
             try:
                 untrusted = self._untrusted
                 for entry in entries:
-                    entry.af._prepare(self._durable and entry.dev in untrusted)
+                    # Local temps on a syncfs file system wait for the one syncfs; others
+                    # (another local file system, a remote store) finish on their own.
+                    alone = entry.dev in untrusted or entry.af._store is not None
+                    entry.af._prepare(self._durable and alone)
                 if self._durable:
                     self._sync_temps()
             except BaseException as exc:
@@ -440,6 +453,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> AsyncFile[str]: ...
         @overload
         async def aopen(
@@ -453,6 +467,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> AsyncFile[bytes]: ...
         @overload
         async def aopen(
@@ -466,6 +481,7 @@ class AtomicBatch:
             *,
             permissions: Permissions = None,
             follow_symlinks: bool = True,
+            fs: Any = None,
         ) -> AsyncFile[Any]: ...
 
     async def aopen(
@@ -479,6 +495,7 @@ class AtomicBatch:
         *,
         permissions: Permissions = None,
         follow_symlinks: bool = True,
+        fs: Any = None,
     ) -> AsyncFile[Any]:
         """`open()` for `async with AtomicBatch()`: the temp is created in a worker thread
         and returned as an `AsyncFile` (coroutine methods), as `async with AtomicFile` does."""
@@ -494,6 +511,7 @@ class AtomicBatch:
                 newline,
                 permissions=permissions,
                 follow_symlinks=follow_symlinks,
+                fs=fs,
             )
         )
         return AsyncFile(f, self._entries[-1].af)
@@ -509,6 +527,7 @@ class AtomicBatch:
         newline: str | None = None,
         permissions: Permissions = None,
         follow_symlinks: bool = True,
+        fs: Any = None,
     ) -> None:
         """`write()` in a worker thread."""
         from ._async import run
@@ -523,6 +542,7 @@ class AtomicBatch:
                 newline=newline,
                 permissions=permissions,
                 follow_symlinks=follow_symlinks,
+                fs=fs,
             )
         )
 
