@@ -1,19 +1,23 @@
-"""The asyncio form: the sync protocol's steps, each run as one worker-thread job.
+"""The async form: the sync protocol's steps, each run as one worker-thread job, on the
+runtime that runs the caller (asyncio or trio, found once per call).
 
-This is the only module that imports asyncio; `import atomicfile` loads it on first use.
+Importing this module imports no event loop library: the runtime's module
+(`_runtime_asyncio`, `_runtime_trio`) is loaded at first use, so code under trio never
+imports asyncio.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
+import io
+import sys
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any, AnyStr, Generic, TypeVar, overload
 
 from ._core import _NEW, AtomicFile, atomic_write
 
 if TYPE_CHECKING:
-    from typing import Literal
+    from types import TracebackType
+    from typing import Literal, Protocol
 
     from _typeshed import ReadableBuffer
 
@@ -21,44 +25,95 @@ if TYPE_CHECKING:
     from ._log import AnyLogger
     from ._permissions import Permissions
 
+    class Runtime(Protocol):
+        """What the async form needs from an event loop library (one module per library)."""
+
+        NAME: str
+
+        async def run(self, func: Callable[..., _T], *args: Any) -> _T:
+            """`func(*args)` in a worker thread. Once started it completes; a cancellation
+            that came meanwhile is raised after it, chained to its error."""
+
+        async def run_shielded(self, func: Callable[..., _T], *args: Any) -> _T:
+            """`func(*args)` in a worker thread, started and completed even if cancelled."""
+
+        async def checkpoint(self, cause: BaseException | None = None) -> None:
+            """Raise a pending cancellation (chained to `cause`), else return."""
+
+        def is_cancellation(self, exc: BaseException) -> bool: ...
+
+
 _T = TypeVar("_T")
 
+#: Small writes up to this many bytes (characters in text mode) in all wait on the loop
+#: thread for the next thread job (usually the commit) instead of making their own.
+BUFFER_LIMIT = 64 * 1024
 
-async def run(func: Callable[..., _T], *args: Any) -> _T:
-    """Run the blocking `func(*args)` in the default executor, with the caller's context.
+SUPPORTED = "asyncio (with uvloop or anyio's asyncio backend too) and trio (guest mode and \
+anyio's trio backend included)"
 
-    A thread can't be interrupted, so a cancellation lets the step finish (no other step,
-    such as the cleanup, ever runs beside it), then is raised: a commit under way either
-    completes or, if it fails, leaves the old target.
-    """
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, contextvars.copy_context().run, func, *args)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError as cancel:
-        while not future.done():
-            try:
-                await asyncio.wait((future,))
-            except asyncio.CancelledError:
-                pass
-        if not future.cancelled() and future.exception() is not None:
-            raise cancel from future.exception()
-        raise
+_runtimes: dict[str, Runtime] = {}
+
+
+def current_runtime() -> Runtime:
+    """The runtime running the caller, found without importing anything: trio (and anyio on
+    trio) names itself in `sniffio.thread_local`, which trio imports; otherwise a running
+    asyncio loop. RuntimeError naming the supported runtimes when neither is there."""
+    sniffio = sys.modules.get("sniffio")
+    name: str | None = None
+    if sniffio is not None:
+        name = sniffio.thread_local.name
+        if name is None:
+            cvar = getattr(sniffio, "current_async_library_cvar", None)
+            name = cvar.get() if cvar is not None else None
+    if name is None:
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None and asyncio._get_running_loop() is not None:
+            name = "asyncio"
+    runtime = _runtimes.get(name or "")
+    if runtime is not None:
+        return runtime
+    if name == "asyncio":
+        from . import _runtime_asyncio as module
+    elif name == "trio":
+        from . import _runtime_trio as module  # type: ignore[no-redef]
+    elif name is None:
+        raise RuntimeError(
+            "atomicfile's async form needs a running event loop in this thread, and none is "
+            f"running; it supports {SUPPORTED}. Outside a loop, use AtomicFile with 'with'."
+        )
+    else:
+        raise RuntimeError(
+            f"atomicfile's async form can't run under {name}; it supports {SUPPORTED}"
+        )
+    _runtimes[name] = module
+    return module
 
 
 class AsyncFile(Generic[AnyStr]):
     """The temp file of an `async with AtomicFile(...)` block, with coroutine methods.
 
-    Each method runs the file's own method in a worker thread, so the event loop never
-    blocks on I/O. `wrapped` is the underlying file object.
+    Every blocking call runs in a worker thread, so the event loop never blocks on I/O. In
+    write-only buffered modes, small writes (up to 64 KiB in all) are kept in memory on the
+    loop thread and written out by the next thread job, usually the commit: they are not
+    suspension points, and an error on those bytes (ENOSPC, an encoding error) surfaces at
+    `flush()` or at the commit, as the same exception. `wrapped` is the underlying file
+    object (with the kept bytes written into it).
     """
 
-    __slots__ = ("_file", "_owner")
+    __slots__ = ("_buffers", "_file", "_owner", "_pending", "_pending_size", "_runtime", "_text")
     _file: IO[AnyStr]
 
-    def __init__(self, file: IO[AnyStr], owner: AtomicFile[Any]) -> None:
+    def __init__(self, file: IO[AnyStr], owner: AtomicFile[Any], runtime: Runtime) -> None:
         self._file = file
         self._owner = owner
+        self._runtime = runtime
+        self._text = isinstance(file, io.TextIOBase)
+        # Write-only and buffered: read/seek would need the bytes in the file at once, and
+        # an unbuffered file's write() reports what the system call took, not len(data).
+        self._buffers = not file.readable() and not isinstance(file, io.RawIOBase)
+        self._pending: list[Any] = []
+        self._pending_size = 0
 
     def __repr__(self) -> str:
         return f"<AsyncFile {self._file!r}>"
@@ -73,13 +128,14 @@ class AsyncFile(Generic[AnyStr]):
 
     @property
     def wrapped(self) -> IO[AnyStr]:
-        """The synchronous file object this wraps."""
+        """The synchronous file object this wraps, holding every byte written so far."""
+        self._write_pending()
         return self._file
 
     @property
-    def name(self) -> str:
-        """The temp file's path."""
-        return str(self._file.name)
+    def name(self) -> str | Any:
+        """What `open()` would give: the file's `name` (bytes stay bytes)."""
+        return self._file.name
 
     @property
     def mode(self) -> str:
@@ -94,59 +150,186 @@ class AsyncFile(Generic[AnyStr]):
     def closed(self) -> bool:
         return self._file.closed
 
-    def _live(self) -> IO[AnyStr]:
+    # -- the in-memory buffer ----------------------------------------------------------
+
+    def _keep(self, data: Any) -> int | None:
+        """Keep `data` for the next thread job and return what write() returns, or None
+        when it doesn't fit (the caller then writes it in a thread job)."""
+        if self._text:
+            if not isinstance(data, str):
+                raise TypeError(f"write() argument must be str, not {type(data).__name__}")
+            size = count = len(data)
+        elif type(data) is bytes:
+            size = count = len(data)
+        else:
+            if isinstance(data, str):
+                raise TypeError("a bytes-like object is required, not 'str'")
+            view = memoryview(data)
+            size = count = view.nbytes
+            data = view.tobytes()  # the caller may change a bytearray after we return
+        if self._pending_size + size > BUFFER_LIMIT:
+            return None
+        self._pending.append(data)
+        self._pending_size += size
+        return count
+
+    def _take(self) -> list[Any]:
+        chunks, self._pending, self._pending_size = self._pending, [], 0
+        return chunks
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            _write_chunks(self._file, self._take(), self._text)
+
+    async def _job(self, func: Callable[..., _T], *args: Any) -> _T:
+        """One thread job that first writes the kept bytes, then runs `func(*args)`."""
         self._owner._check_live()
-        return self._file
+        if not self._pending:
+            return await self._runtime.run(func, *args)
+        chunks = self._take()
+        started = False
+
+        def job() -> _T:
+            nonlocal started
+            started = True
+            _write_chunks(self._file, chunks, self._text)
+            return func(*args)
+
+        try:
+            return await self._runtime.run(job)
+        except BaseException:
+            if not started:  # cancelled before the job ran: the bytes are still ours
+                self._pending[:0] = chunks
+                self._pending_size += sum(map(len, chunks))
+            raise
+
+    # -- the file's methods ------------------------------------------------------------
 
     @overload
     async def write(self: AsyncFile[str], data: str) -> int: ...
     @overload
     async def write(self: AsyncFile[bytes], data: ReadableBuffer) -> int: ...
     async def write(self, data: Any) -> int:
-        return await run(self._live().write, data)
+        if self._buffers:
+            self._owner._check_live()
+            count = self._keep(data)
+            if count is not None:
+                return count
+        return await self._job(self._file.write, data)
 
     @overload
     async def writelines(self: AsyncFile[str], lines: Iterable[str]) -> None: ...
     @overload
     async def writelines(self: AsyncFile[bytes], lines: Iterable[ReadableBuffer]) -> None: ...
     async def writelines(self, lines: Iterable[Any]) -> None:
-        await run(self._live().writelines, lines)
+        if self._buffers and isinstance(lines, (list, tuple)):
+            # A list is read here; any other iterable may do work, so the thread reads it.
+            self._owner._check_live()
+            mark = (len(self._pending), self._pending_size)
+            for line in lines:
+                if self._keep(line) is None:
+                    del self._pending[mark[0] :]
+                    self._pending_size = mark[1]
+                    break
+            else:
+                return
+        await self._job(self._file.writelines, lines)
 
     async def flush(self) -> None:
-        await run(self._live().flush)
+        await self._job(self._file.flush)
 
     async def read(self, size: int = -1) -> AnyStr:
-        return await run(self._live().read, size)
+        return await self._job(self._file.read, size)
 
     async def readline(self, size: int = -1) -> AnyStr:
-        return await run(self._live().readline, size)
+        return await self._job(self._file.readline, size)
 
     async def readlines(self, hint: int = -1) -> list[AnyStr]:
-        return await run(self._live().readlines, hint)
+        return await self._job(self._file.readlines, hint)
 
     async def seek(self, offset: int, whence: int = 0) -> int:
-        return await run(self._live().seek, offset, whence)
+        return await self._job(self._file.seek, offset, whence)
 
     async def tell(self) -> int:
-        return await run(self._live().tell)
+        return await self._job(self._file.tell)
 
     async def truncate(self, size: int | None = None) -> int:
-        return await run(self._live().truncate, size)
+        return await self._job(self._file.truncate, size)
 
     def fileno(self) -> int:
+        self._write_pending()
         return self._file.fileno()
+
+
+def _write_chunks(file: IO[Any], chunks: list[Any], text: bool) -> None:
+    file.write(chunks[0] if len(chunks) == 1 else ("" if text else b"").join(chunks))
 
 
 async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
     """`async with` entry: open in a thread; if cancelled meanwhile, undo the open."""
+    runtime = current_runtime()  # the unsupported-runtime error comes before any I/O
     af._expect(_NEW, "open")  # fail fast, before a thread hop
     try:
-        file = await run(af.__enter__)
-    except asyncio.CancelledError as cancel:
-        if af._is_open:
-            await run(af.__exit__, type(cancel), cancel, cancel.__traceback__)
+        file = await runtime.run(af.__enter__)
+    except BaseException as err:
+        if af._is_open:  # the open completed, then the cancellation came
+            await runtime.run_shielded(af.__exit__, type(err), err, err.__traceback__)
         raise
-    return AsyncFile(file, af)
+    async_file: AsyncFile[Any] = AsyncFile(file, af, runtime)
+    vars(af)["_async_file"] = async_file
+    return async_file
+
+
+def _finish(
+    af: AtomicFile[Any],
+    chunks: list[Any],
+    text: bool,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """The exit's one thread job: write the kept bytes, then commit (or clean up)."""
+    if chunks:
+        file = af._file
+        assert file is not None
+        try:
+            _write_chunks(file, chunks, text)
+        except BaseException as err:
+            # What the sync form does when a write in the block fails: clean up, and raise
+            # an OSError as SessionFileError, anything else unchanged.
+            af.__exit__(type(err), err, err.__traceback__)
+            raise
+    af.__exit__(exc_type, exc, tb)
+
+
+async def leave(
+    af: AtomicFile[Any],
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> None:
+    """`async with` exit: commit or clean up as one shielded thread job, then raise a
+    cancellation that came meanwhile (chained to the block's error, if any)."""
+    async_file: AsyncFile[Any] | None = vars(af).pop("_async_file", None)
+    if async_file is None:
+        runtime, chunks, text = current_runtime(), [], False
+    else:
+        runtime, chunks, text = async_file._runtime, async_file._take(), async_file._text
+    if exc is not None or not af._is_open or af._discard_requested:
+        chunks = []  # nothing will be published
+    block_cancelled = exc is not None and runtime.is_cancellation(exc)
+    try:
+        await runtime.run_shielded(_finish, af, chunks, text, exc_type, exc, tb)
+    except BaseException as err:
+        if runtime.is_cancellation(err):  # asyncio: it came while the job ran
+            if exc is not None and err is not exc and err.__cause__ is None:
+                raise err from exc
+            raise
+        if not block_cancelled:
+            await runtime.checkpoint(err)
+        raise
+    if not block_cancelled:
+        await runtime.checkpoint(exc)
 
 
 async def atomic_write_async(
@@ -167,9 +350,12 @@ async def atomic_write_async(
     """`atomic_write` as a coroutine: the whole write runs as one worker-thread job.
 
     Cancelling it lets the job finish (the file then holds the new data, or the old if the
-    write failed) before `CancelledError` is raised: never a partial file or a stray temp.
+    write failed) before the cancellation is raised: never a partial file or a stray temp.
+    Under trio, a cancellation already pending when it is called leaves the file untouched.
+    RuntimeError outside a supported event loop, before anything touches the disk.
     """
-    await run(
+    runtime = current_runtime()
+    await runtime.run(
         lambda: atomic_write(
             file,
             data,

@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import io
     from types import TracebackType
-    from typing import IO, Any, BinaryIO, Generic, Literal, Protocol, TypeGuard, TypeVar, overload
+    from typing import IO, Any, BinaryIO, Generic, Literal, Protocol, TextIO, TypeGuard, TypeVar, overload
 
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
@@ -518,9 +518,9 @@ class AtomicFile(Generic[_F]):
     if TYPE_CHECKING:
 
         @overload
-        async def __aenter__(self: AtomicFile[IO[str]]) -> AsyncFile[str]: ...
+        async def __aenter__(self: AtomicFile[TextIO]) -> AsyncFile[str]: ...
         @overload
-        async def __aenter__(self: AtomicFile[IO[bytes]]) -> AsyncFile[bytes]: ...
+        async def __aenter__(self: AtomicFile[BinaryIO]) -> AsyncFile[bytes]: ...
         @overload
         async def __aenter__(self: AtomicFile[IO[Any]]) -> AsyncFile[Any]: ...
 
@@ -535,9 +535,9 @@ class AtomicFile(Generic[_F]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        from ._async import run
+        from ._async import leave
 
-        await run(self.__exit__, exc_type, exc, tb)
+        await leave(self, exc_type, exc, tb)
 
     def __del__(self) -> None:
         # An abandoned open write is discarded, as an unclosed file is closed, with the same

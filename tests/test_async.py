@@ -419,9 +419,11 @@ async def test_cancel_async_with_at_varied_points(tmp_path: Path) -> None:
             cancelled = task.cancel()
         await run_cancelled(task, cancelled)
         content = check_after(tmp_path, target)
-        if point in ("start", "call_soon", "entered", "middle") and cancelled:
+        # Small writes are kept in memory, not suspension points: where the cancel landed
+        # is told by how far the block got, not by the point it was aimed at.
+        if cancelled and not phases["exiting"].is_set():
             assert content == OLD, (trial, point, extra)  # cancelled inside the block
-        if not cancelled or point == "exiting":
+        else:
             assert content == NEW, (trial, point, extra)  # a commit under way completes
         key = (point, cancelled, content)
         outcomes[key] = outcomes.get(key, 0) + 1
@@ -816,13 +818,14 @@ def test_async_names_load_on_first_access(name: str) -> None:
     out = _fresh(
         "import sys, atomicfile\n"
         f"obj = atomicfile.{name}\n"
-        "print('asyncio' in sys.modules)\n"
+        "print('asyncio' in sys.modules, 'trio' in sys.modules)\n"
         f"print(obj is atomicfile._async.{name}, obj.__module__)\n"
         f"print('{name}' in vars(atomicfile), '{name}' in dir(atomicfile))\n"
         f"from atomicfile import {name} as again\n"
         "print(again is obj)\n"
     )
-    assert out.splitlines() == ["True", "True atomicfile", "True True", "True"]
+    # Importing the async names loads no event loop library: using them does (issue 10.5).
+    assert out.splitlines() == ["False False", "True atomicfile", "True True", "True"]
 
 
 def test_from_import_of_async_names_and_unknown_attribute() -> None:

@@ -108,7 +108,7 @@ async def async_text(p: str) -> None:
         assert_type(await f.write("x"), int)
         assert_type(await f.writelines(["a", "b"]), None)
         assert_type(await f.flush(), None)
-        assert_type(f.name, str)
+        assert_type(f.name, str | Any)  # typeshed's IO.name: bytes for a bytes path
         assert_type(f.mode, str)
         assert_type(f.encoding, str | None)
         assert_type(f.wrapped, IO[str])
