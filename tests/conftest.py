@@ -8,7 +8,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +30,45 @@ def temps(directory: str | os.PathLike[str]) -> list[str]:
     return [n for n in listing(directory) if n.endswith(".tmp")]
 
 
+#: The runtimes the async form runs on in the shared cases: asyncio, trio, and anyio on
+#: each of its backends. (uvloop and trio's guest mode: tests/test_runtimes.py.)
+RUNTIMES = ("asyncio", "trio", "anyio-asyncio", "anyio-trio")
+
+
+def run_async(runtime: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main()` to completion on a fresh event loop of `runtime` (one of RUNTIMES)."""
+    if runtime == "asyncio":
+        asyncio.run(main())
+    elif runtime == "trio":
+        import trio
+
+        trio.run(main)
+    else:
+        import anyio
+
+        anyio.run(main, backend=runtime.partition("-")[2])
+
+
 class Form:
-    """Runs one atomic write through the sync (`with`) or the async (`async with`) form.
+    """Runs one atomic write through the sync (`with`) or the async (`async with`) form, the
+    latter on one of RUNTIMES.
 
     `write()` opens `AtomicFile(path, mode, **options)`, writes each chunk, calls
     `inside(file)` (synchronously, with the sync file object) and raises `raise_` if given;
-    `write_all()` calls `atomic_write` / `atomic_write_async`.
+    `write_all()` calls `atomic_write` / `atomic_write_async`; `run(main)` runs an async
+    test body on the form's runtime.
     """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self.is_async = kind == "async"
+        self.is_async = kind != "sync"
 
     def __repr__(self) -> str:
         return self.kind
+
+    def run(self, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        assert self.is_async, "the sync form has no event loop"
+        run_async(self.kind, main)
 
     def write(
         self,
@@ -73,18 +98,23 @@ class Form:
                 if raise_ is not None:
                     raise raise_
 
-        asyncio.run(main())
+        self.run(main)
 
     def write_all(self, path: Any, data: Any, **options: Any) -> None:
         if self.is_async:
-            asyncio.run(atomic_write_async(path, data, **options))
+
+            async def main() -> None:
+                await atomic_write_async(path, data, **options)
+
+            self.run(main)
         else:
             atomic_write(path, data, **options)
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=["sync", *RUNTIMES])
 def form(request: pytest.FixtureRequest) -> Form:
-    """Each test that takes `form` runs twice: through `with` and through `async with`."""
+    """Each test that takes `form` runs through `with`, and through `async with` on each
+    runtime."""
     return Form(request.param)
 
 

@@ -69,7 +69,7 @@ def enter(form: Form, af: AtomicFile[Any], body: Callable[[Any], object] = lambd
         async with af as f:
             body(f.wrapped)
 
-    asyncio.run(main())
+    form.run(main)
 
 
 def kind_of(mode: str) -> str:

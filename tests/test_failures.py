@@ -258,8 +258,21 @@ from atomicfile import AtomicFile, SessionFileError, atomic_write, atomic_write_
 
 args = json.loads(sys.argv[1])
 warm = args["warm"]
+
+def run_async(fn):
+    kind = args["form"]
+    if kind == "asyncio":
+        asyncio.run(fn())
+    elif kind == "trio":
+        import trio
+        trio.run(fn)
+    else:
+        import anyio
+        anyio.run(fn, backend=kind.partition("-")[2])
+
 atomic_write(os.path.join(warm, "w"), "x")
-asyncio.run(atomic_write_async(os.path.join(warm, "w"), "x"))
+if args["form"] != "sync":
+    run_async(lambda: atomic_write_async(os.path.join(warm, "w"), "x"))
 try:
     atomic_write(os.path.join(warm, "missing", "w"), "x")
 except OSError:
@@ -270,8 +283,8 @@ async def write_async(target, mode):
         await f.write("new")
 
 def write(target, mode):
-    if args["form"] == "async":
-        asyncio.run(write_async(target, mode))
+    if args["form"] != "sync":
+        run_async(lambda: write_async(target, mode))
     else:
         with AtomicFile(target, mode) as f:
             f.write("new")

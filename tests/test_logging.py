@@ -3,7 +3,6 @@ on the default `atomicfile` logger and on whatever `logger=` the caller passes."
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import os
@@ -233,7 +232,7 @@ def _discarding_write(form: Form, target: Path, names: list[str]) -> None:
             names.append(str(af.temp_path))
             af.discard()
 
-    asyncio.run(main())
+    form.run(main)
 
 
 def test_discard_logs_debug_never_error(
@@ -521,7 +520,7 @@ def _discarding_write_with(form: Form, target: Path, logger: Any) -> None:
             await f.write("discarded")
             af.discard()
 
-    asyncio.run(main())
+    form.run(main)
 
 
 def test_level_above_debug_on_default_logger(tmp_path: Path, form: Form) -> None:
