@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import io
     from types import TracebackType
-    from typing import IO, Any, BinaryIO, Generic, Literal, Protocol, TextIO, TypeGuard, TypeVar, overload
+    from typing import IO, Any, AnyStr, BinaryIO, Generic, Literal, Protocol, TypeGuard, TypeVar, overload
 
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
@@ -515,16 +515,9 @@ class AtomicFile(Generic[_F]):
             # ours to rename: they propagate as the same object.
             raise SessionFileError(self.path, "atomic write", exc, "write") from exc
 
-    if TYPE_CHECKING:
-
-        @overload
-        async def __aenter__(self: AtomicFile[TextIO]) -> AsyncFile[str]: ...
-        @overload
-        async def __aenter__(self: AtomicFile[BinaryIO]) -> AsyncFile[bytes]: ...
-        @overload
-        async def __aenter__(self: AtomicFile[IO[Any]]) -> AsyncFile[Any]: ...
-
-    async def __aenter__(self) -> AsyncFile[Any]:
+    async def __aenter__(self: AtomicFile[IO[AnyStr]]) -> AsyncFile[AnyStr]:
+        # One generic signature, no overloads: a text file gives AsyncFile[str], a binary one
+        # AsyncFile[bytes], and IO[Any] (a mode known only at run time) AsyncFile[Any].
         from ._async import enter
 
         return await enter(self)

@@ -46,7 +46,8 @@ TRIALS = int(os.environ.get("ATOMICFILE_STRESS_TRIALS", "60"))
 
 async def test_text_write_methods(tmp_path: Path) -> None:
     target = tmp_path / "t"
-    async with AtomicFile(target, encoding="utf-8") as f:
+    af = AtomicFile(target, encoding="utf-8")
+    async with af as f:
         assert isinstance(f, AsyncFile)
         assert isinstance(f.wrapped, io.TextIOWrapper)
         assert f.wrapped is f.wrapped

@@ -369,7 +369,7 @@ def test_cancel_during_commit(
     real_replace = os.replace
 
     def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if os.fsdecode(dst) == str(old_target):
+        if os.path.basename(os.fsdecode(dst)) == old_target.name:
             holder[0]()
         real_replace(src, dst, *args, **kwargs)
 

@@ -199,6 +199,25 @@ def runtime_mode(p: str, mode: str) -> None:
         assert_type(f, IO[Any])
 
 
+async def async_runtime_mode(p: str, mode: str, opts: dict[str, Any]) -> None:
+    # The `str` mode fallback (IO[Any]) gives AsyncFile[Any] under `async with`.
+    async with AtomicFile(p, mode) as f:
+        assert_type(f, AsyncFile[Any])
+        assert_type(await f.write("text or bytes: only the run time knows"), int)
+    # Options from a dict: the binary overloads all fit, so the file type is Any.
+    async with AtomicFile(p, "wb", **opts) as g:
+        assert_type(g, AsyncFile[Any])
+    async with AtomicFile(p, "w", **opts) as h:
+        assert_type(h, AsyncFile[Any])
+
+
+async def async_from_an_io_any(af: AtomicFile[IO[Any]], bf: AtomicFile[BinaryIO]) -> None:
+    async with af as f:
+        assert_type(f, AsyncFile[Any])
+    async with bf as g:
+        assert_type(g, AsyncFile[bytes])
+
+
 # -- many files (issue 14): appended -------------------------------------------------------
 
 from atomicfile import AtomicBatch, AtomicDirectory  # noqa: E402
