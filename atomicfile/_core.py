@@ -17,7 +17,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import io
     from types import TracebackType
-    from typing import IO, Any, AnyStr, BinaryIO, Generic, Literal, Protocol, TypeGuard, TypeVar, overload
+    from typing import (
+        IO,
+        Any,
+        AnyStr,
+        BinaryIO,
+        Generic,
+        Literal,
+        Protocol,
+        TypeGuard,
+        TypeVar,
+        overload,
+    )
 
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
