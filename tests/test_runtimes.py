@@ -632,3 +632,26 @@ def test_async_file_name_is_the_wrapped_files(tmp_path: Path, runtime: str) -> N
     assert [type(a) for a, _ in names] == [type(b) for _, b in names]
     assert all(a == b for a, b in names)
     assert listing(tmp_path) == ["b", "s"]
+
+
+def test_asyncio_jobs_run_in_the_loops_default_executor(tmp_path: Path) -> None:
+    """`loop.set_default_executor()` is honoured: every thread job runs in its threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names: set[str] = set()
+
+    def hook(path: Any, current: Any) -> int:  # runs inside the open job
+        names.add(threading.current_thread().name)
+        return 0o644
+
+    async def main() -> None:
+        executor = ThreadPoolExecutor(1, thread_name_prefix="ours")
+        asyncio.get_running_loop().set_default_executor(executor)
+        async with AtomicFile(tmp_path / "t", "wb", permissions=hook) as f:
+            await f.write(b"x" * 100000)  # past the budget: a write job
+            names.add(await asyncio.to_thread(lambda: threading.current_thread().name))
+        await atomic_write_async(tmp_path / "u", b"y", permissions=hook)
+
+    asyncio.run(main())
+    assert names and all(name.startswith("ours") for name in names), names
+    assert listing(tmp_path) == ["t", "u"]
