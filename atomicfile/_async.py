@@ -104,14 +104,23 @@ class AsyncFile(Generic[AnyStr]):
     __slots__ = ("_buffers", "_file", "_owner", "_pending", "_pending_size", "_runtime", "_text")
     _file: IO[AnyStr]
 
-    def __init__(self, file: IO[AnyStr], owner: AtomicFile[Any], runtime: Runtime) -> None:
+    def __init__(
+        self,
+        file: IO[AnyStr],
+        owner: AtomicFile[Any],
+        runtime: Runtime | None = None,
+        keep_small_writes: bool = False,
+    ) -> None:
         self._file = file
         self._owner = owner
-        self._runtime = runtime
+        self._runtime = current_runtime() if runtime is None else runtime
         self._text = isinstance(file, io.TextIOBase)
-        # Write-only and buffered: read/seek would need the bytes in the file at once, and
-        # an unbuffered file's write() reports what the system call took, not len(data).
-        self._buffers = not file.readable() and not isinstance(file, io.RawIOBase)
+        # Only when this module's exit writes them out (`async with AtomicFile`; a batch
+        # commits its files itself). Write-only and buffered: read/seek would need the bytes
+        # in the file at once, and an unbuffered write() reports what the system call took.
+        self._buffers = (
+            keep_small_writes and not file.readable() and not isinstance(file, io.RawIOBase)
+        )
         self._pending: list[Any] = []
         self._pending_size = 0
 
@@ -261,6 +270,22 @@ class AsyncFile(Generic[AnyStr]):
         return self._file.fileno()
 
 
+async def run(func: Callable[..., _T], *args: Any) -> _T:
+    """One thread job on the caller's runtime, for the other async front doors
+    (`AtomicBatch`, `AtomicDirectory`): it always runs to completion, even under a pending
+    cancellation (their commit and cleanup must not be skipped), then a cancellation that
+    came meanwhile is raised, chained to the job's error if it failed."""
+    runtime = current_runtime()
+    try:
+        result = await runtime.run_shielded(func, *args)
+    except BaseException as err:
+        if not runtime.is_cancellation(err):
+            await runtime.checkpoint(err)
+        raise
+    await runtime.checkpoint()
+    return result
+
+
 def _write_chunks(file: IO[Any], chunks: list[Any], text: bool) -> None:
     file.write(chunks[0] if len(chunks) == 1 else ("" if text else b"").join(chunks))
 
@@ -275,7 +300,7 @@ async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
         if af._is_open:  # the open completed, then the cancellation came
             await runtime.run_shielded(af.__exit__, type(err), err, err.__traceback__)
         raise
-    async_file: AsyncFile[Any] = AsyncFile(file, af, runtime)
+    async_file: AsyncFile[Any] = AsyncFile(file, af, runtime, keep_small_writes=True)
     vars(af)["_async_file"] = async_file
     return async_file
 
