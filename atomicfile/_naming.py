@@ -43,17 +43,23 @@ def is_temp_name(name: str) -> bool:
 _key: bytes | None = None
 _counter = 0
 _hash: Callable[..., Any] | None = None
+#: Tokens drawn and not yet used: one 64-byte digest gives eight.
+_pending: list[int] = []
 
 
 def token() -> int:
     """64 bits for a temp name that nobody can predict from the names already seen.
 
     A 128-bit key is drawn from the OS once per process (and again in a forked child);
-    each name is a keyed BLAKE2b of a counter. O_EXCL makes a guessed name harmless, but
-    a predictable sequence would let another user pre-create the next names and starve
-    writers; this costs no system call per write (a Mersenne Twister, as `random` has,
-    is rebuilt from 624 outputs).
+    names come from a keyed BLAKE2b of a counter, eight per digest. O_EXCL makes a guessed
+    name harmless, but a predictable sequence would let another user pre-create the next
+    names and starve writers; this costs no system call per write (a Mersenne Twister, as
+    `random` has, is rebuilt from 624 outputs).
     """
+    try:
+        return _pending.pop()
+    except IndexError:
+        pass
     global _key, _counter, _hash
     if _key is None:
         _key = os.urandom(16)
@@ -64,13 +70,16 @@ def token() -> int:
             from hashlib import blake2b
         _hash = blake2b
     _counter += 1
-    digest = _hash(_counter.to_bytes(8, "little"), digest_size=8, key=_key).digest()
-    return int.from_bytes(digest, "little")
+    digest = _hash(_counter.to_bytes(8, "little"), digest_size=64, key=_key).digest()
+    tokens = [int.from_bytes(digest[i : i + 8], "little") for i in range(0, 64, 8)]
+    _pending.extend(tokens[1:])
+    return tokens[0]
 
 
 def _rekey() -> None:
     global _key
     _key = None  # a forked child must not draw its parent's names
+    _pending.clear()
 
 
 if hasattr(os, "register_at_fork"):
