@@ -53,7 +53,7 @@ TRACED = (
     "fsync,fdatasync,sync_file_range,syncfs,sync,rename,renameat,renameat2,link,linkat,"
     "unlink,unlinkat,mkdir,mkdirat,close"
 )
-OUTCOMES = ("old", "new", "empty", "partial", "missing")
+OUTCOMES = ("old", "new", "mixed", "empty", "partial", "missing")
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def parse_strace(log: str, fs: Path) -> list[Call]:
         rest = rest.replace("<unfinished ...>", "")
         rest = _RETURN.sub("", rest).rstrip()
         counts[tid, name] = counts.get((tid, name), 0) + 1
-        on_fs = mark in rest
+        # A descriptor of the mount's root shows as "<fs>" (no slash after it).
+        on_fs = mark in rest or f"<{fs}>" in rest
         if name in ("open", "openat", "openat2", "creat"):
             mutating = name == "creat" or "O_CREAT" in rest or "O_TRUNC" in rest
         else:
@@ -134,6 +135,10 @@ class Observed:
     outcome: str
     listing: list[str]
     content: bytes | None
+    #: The directory target `site` (file path relative to it -> content), None if absent.
+    tree: dict[str, bytes] | None = None
+    #: The file system's top directory, less lost+found and the other fsync's file.
+    top: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -154,6 +159,8 @@ class Rig:
         self.ext = self.work / "ext"
         self.dir = self.ext / "d"
         self.target = self.dir / "target"
+        # A directory target can't be the mount's root (it can't be exchanged): one level down.
+        self.site = self.ext / "site"
         for d in (self.back, self.lazy, self.ext):
             d.mkdir(parents=True, exist_ok=True)
         self.config = self.work / "lazyfs.toml"
@@ -238,8 +245,11 @@ class Rig:
         finally:
             self.detach(device)
 
-    def make_image(self, path: Path, old: bytes | None) -> None:
-        """A fresh ext4 image with directory `d`, holding `d/target` = `old` (or no target)."""
+    def make_image(
+        self, path: Path, old: bytes | None, tree: dict[str, bytes] | None = None
+    ) -> None:
+        """A fresh ext4 image with directory `d`, holding `d/target` = `old` (or no target),
+        and with `tree`, a directory `site` holding those files (relative paths)."""
         with open(path, "wb") as f:
             f.truncate(IMAGE_SIZE)
         # No lazy init: ext4lazyinit would otherwise write in the background after a mount.
@@ -248,6 +258,9 @@ class Rig:
             self.dir.mkdir()
             if old is not None:
                 self.target.write_bytes(old)
+            for name, content in (tree or {}).items():
+                (self.site / name).parent.mkdir(parents=True, exist_ok=True)
+                (self.site / name).write_bytes(content)
             os.sync()
 
     def close(self) -> None:
@@ -268,9 +281,11 @@ class Rig:
 
     # writers
 
-    def writer_command(self, writer: str, durable: bool, newfile: Path) -> list[str]:
+    def writer_command(
+        self, writer: str, durable: bool, newfile: Path, target: Path | None = None
+    ) -> list[str]:
         return [sys.executable, "-B", str(WRITER), writer, "1" if durable else "0",
-                str(self.target), str(newfile)]  # fmt: skip
+                str(target or self.target), str(newfile)]  # fmt: skip
 
     def traced(
         self, command: list[str], log: Path, inject: Call | None = None
@@ -338,10 +353,48 @@ class Rig:
             with self.mounted_image(self.lazy / image.name, variant.options):
                 listing = sorted(os.listdir(self.dir))
                 content = self.target.read_bytes() if self.target.exists() else None
+                tree = read_tree(self.site) if self.site.is_dir() else None
+                top = sorted(set(os.listdir(self.ext)) - {"lost+found", "other"})
         finally:
             self.stop_lazyfs()
         image.unlink()
-        return Observed("", listing, content)
+        return Observed("", listing, content, tree, top)
+
+
+def read_tree(top: Path) -> dict[str, bytes]:
+    """Every regular file under `top` by its relative path; a directory as "name/" -> b""."""
+    found: dict[str, bytes] = {}
+    for path in sorted(top.rglob("*")):
+        name = path.relative_to(top).as_posix()
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            found[name] = b"?"  # nothing the writers make: never equal to a version
+        elif path.is_dir():
+            found[name + "/"] = b""
+        else:
+            found[name] = path.read_bytes()
+    return found
+
+
+def classify_tree(
+    tree: dict[str, bytes] | None, before: dict[str, bytes], after: dict[str, bytes]
+) -> str:
+    """old (every file as before), new (every file as after), mixed (each file whole, of
+    either version), empty (no files, or an empty file), partial (a file missing, extra or
+    torn), missing (no directory at all)."""
+    if tree is None:
+        return "missing"
+    if tree == before:
+        return "old"
+    if tree == after:
+        return "new"
+    if tree.keys() == before.keys() == after.keys() and all(
+        tree[k] in (before[k], after[k]) for k in tree
+    ):
+        return "mixed"
+    files = [v for k, v in tree.items() if not k.endswith("/")]
+    if not files or any(not v for v in files):
+        return "empty"
+    return "partial"
 
 
 def classify(content: bytes | None, before: bytes | None, after: bytes) -> str:

@@ -88,6 +88,29 @@ def _batch(target: str, data: bytes, durable: bool) -> None:
             f.flush()
 
 
+#: The directory target's files (relative paths); each version's content is the file's name,
+#: then the version's data: a file of one version never equals one of the other.
+TREE = ("a", "b", "sub/c")
+
+
+def tree_content(data: bytes) -> dict[str, bytes]:
+    return {name: name.encode() + b":" + data for name in TREE}
+
+
+def _directory(target: str, data: bytes, durable: bool) -> None:
+    """The whole tree replaced through AtomicDirectory, its files written with plain open()."""
+    from pathlib import Path
+
+    from atomicfile import AtomicDirectory
+
+    with AtomicDirectory(target, durable=durable) as d:
+        for name, content in tree_content(data).items():
+            path: Path = d / name
+            path.parent.mkdir(exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(content)
+
+
 def _cli(target: str, data: bytes, durable: bool) -> None:
     command = [sys.executable, "-B", "-m", "atomicfile", "write", target]
     if not durable:
@@ -121,7 +144,7 @@ def _temp_fsync_rename(target: str, data: bytes, durable: bool) -> None:
     _temp_rename(target, data, durable, fsync_file=True)
 
 
-# name -> (function, the mode that decides the expected content: w, x or a)
+# name -> (function, the mode that decides the expected content: w, x or a; d: a tree)
 WRITERS: dict[str, tuple[Callable[[str, bytes, bool], None], str]] = {
     "AtomicFile-w": (_atomicfile("wb"), "w"),
     "AtomicFile-x": (_atomicfile("xb"), "x"),
@@ -132,6 +155,7 @@ WRITERS: dict[str, tuple[Callable[[str, bytes, bool], None], str]] = {
     "atomic_write_async": (_atomic_write_async, "w"),
     "cli-write": (_cli, "w"),
     "AtomicBatch": (_batch, "w"),
+    "AtomicDirectory": (_directory, "d"),
     "bad-open-write": (_plain_open, "w"),
     "bad-rename-no-fsync": (_temp_rename, "w"),
     "bad-no-dir-fsync": (_temp_fsync_rename, "w"),
