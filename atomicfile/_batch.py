@@ -14,10 +14,12 @@ import os
 import sys
 
 # Loaded only when AtomicBatch is first used (lazy in __init__): `typing` is affordable here.
+from collections.abc import Hashable
 from typing import IO, TYPE_CHECKING, Any, Literal, overload
 
 from ._core import _COMMITTED, _COMMITTING, _OPEN, AtomicFile
 from ._errors import SessionFileError
+from ._fs import WINDOWS as _WINDOWS
 
 if TYPE_CHECKING:
     import io
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
     from ._async import AsyncFile
     from ._core import BinaryMode, BinaryUpdateMode, BinaryWriteMode, TextMode
+    from ._local import SharedDirs
     from ._log import AnyLogger
     from ._permissions import Permissions
 
@@ -46,7 +49,7 @@ _BINARY = {"w": "wb", "x": "xb", "a": "ab"}
 class _Entry:
     __slots__ = ("af", "dev", "directory", "key")
 
-    def __init__(self, af: AtomicFile[Any], key: str, directory: str) -> None:
+    def __init__(self, af: AtomicFile[Any], key: Hashable, directory: str) -> None:
         self.af = af
         self.key = key
         self.directory = directory
@@ -75,13 +78,19 @@ class AtomicBatch:
         self._durable = bool(durable)
         self._logger = logger
         self._entries: list[_Entry] = []
-        self._keys: set[str] = set()
+        self._keys: set[Hashable] = set()
         #: One descriptor per file system whose syncfs is trusted (a dup of its first
         #: temp's fd, opened before anything was written there: syncfs reports the errors
         #: since then), with that temp's target for the error.
         self._devices: dict[int, tuple[int, str]] = {}
         #: File systems where each temp gets its own fsync instead.
         self._untrusted: set[int] = set()
+        #: The targets' directories, each opened once and shared by its files' writes.
+        self._dirs: SharedDirs = {}
+        #: Shared directory descriptor -> (st_dev, st_ino), for the same-target check.
+        self._dir_ids: dict[int, tuple[int, int]] = {}
+        #: (soft limit before, soft limit we set) once EMFILE made us raise RLIMIT_NOFILE.
+        self._limit: tuple[int, int] | None = None
         self._state = _NEW
         self._in_with = False
         self._discard_requested = False
@@ -207,24 +216,47 @@ class AtomicBatch:
         symlink counts); the batch itself stays usable.
         """
         self._expect_open()
-        af: AtomicFile[Any] = AtomicFile(
-            file,
-            mode,
-            buffering,
-            encoding,
-            errors,
-            newline,
-            permissions=permissions,
-            logger=self._logger,
-            durable=self._durable,
-            follow_symlinks=follow_symlinks,
-            fs=fs,
-        )
-        key = _target_key(af.path, follow_symlinks)
+
+        def make() -> AtomicFile[Any]:
+            af: AtomicFile[Any] = AtomicFile(
+                file,
+                mode,
+                buffering,
+                encoding,
+                errors,
+                newline,
+                permissions=permissions,
+                logger=self._logger,
+                durable=self._durable,
+                follow_symlinks=follow_symlinks,
+                fs=fs,
+            )
+            if af._store is None:
+                af._dirs = self._dirs
+            return af
+
+        af = make()
+        # A local target is known by its directory's identity and its name there, both as
+        # the write resolved them (no realpath: that is a stat per path component).
+        local = af._store is None and not _WINDOWS
+        key: Hashable = None if local else _target_key(af.path, follow_symlinks)
         if key in self._keys:
-            err = OSError(errno.EEXIST, "The target is already written in this batch", af.path)
-            raise SessionFileError(af.path, "atomic write", err, "open")
-        f: IO[Any] = af.open()
+            raise _twice(af.path)
+        try:
+            f: IO[Any] = af.open()
+        except SessionFileError as exc:
+            # A batch holds one descriptor per file until it commits (its temp, locked
+            # against the sweep): past the soft RLIMIT_NOFILE (often 1024), raise it toward
+            # the hard limit for the batch's life, as Go programs do at start.
+            if exc.errno != errno.EMFILE or not self._more_descriptors():
+                raise
+            af = make()
+            f = af.open()
+        if local:
+            key = self._local_key(af)
+            if key in self._keys:
+                af._end("discarded", None)
+                raise _twice(af.path)
         temp_path = af.temp_path
         assert temp_path is not None
         entry = _Entry(af, key, os.path.dirname(temp_path))
@@ -284,9 +316,23 @@ class AtomicBatch:
                 raise SessionFileError(entry.af.path, "atomic write", exc, "write") from exc
             raise
 
+    def _local_key(self, af: AtomicFile[Any]) -> Hashable:
+        temp: Any = af._temp
+        dfd = temp._dfd
+        if temp._own_dfd:  # not a shared directory (a symlink led elsewhere): no cache
+            st = os.fstat(dfd)
+            return st.st_dev, st.st_ino, temp._base
+        ident = self._dir_ids.get(dfd)
+        if ident is None:
+            st = os.fstat(dfd)
+            self._dir_ids[dfd] = ident = (st.st_dev, st.st_ino)
+        return *ident, temp._base
+
     def _note_device(self, af: AtomicFile[Any], f: IO[Any]) -> int:
         fd = f.fileno()
-        dev = os.fstat(fd).st_dev
+        temp: Any = af._temp
+        st = temp.temp_stat if temp is not None else None  # fstat'ed by the create
+        dev = (st or os.fstat(fd)).st_dev
         if dev not in self._devices and dev not in self._untrusted:
             if _syncfs_trusted(fd):
                 self._devices[dev] = (os.dup(fd), af.path)
@@ -393,12 +439,40 @@ class AtomicBatch:
         self._close_devices()
 
     def _close_devices(self) -> None:
+        """Close the batch's own descriptors (syncfs handles, shared directories); give
+        back the descriptor limit it raised."""
         devices, self._devices = self._devices, {}
-        for fd, _ in devices.values():
+        dirs, self._dirs = self._dirs, {}
+        self._dir_ids = {}
+        for fd in [fd for fd, _ in devices.values()] + [fd for fd, _ in dirs.values()]:
             try:
                 os.close(fd)
             except OSError:
                 pass
+        limit, self._limit = self._limit, None
+        if limit is not None:
+            import resource
+
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if soft == limit[1]:  # unless someone changed it since
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit[0], hard))
+
+    def _more_descriptors(self) -> bool:
+        """Double the soft RLIMIT_NOFILE (up to the hard one); False where it can't grow."""
+        try:
+            import resource
+        except ImportError:
+            return False
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft >= hard:
+            return False
+        new = soft * 2 if hard == resource.RLIM_INFINITY else min(soft * 2, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        except (OSError, ValueError):
+            return False
+        self._limit = (self._limit[0] if self._limit else soft, new)
+        return True
 
     def _expect_open(self) -> None:
         if self._state != _NEW:
@@ -545,6 +619,11 @@ class AtomicBatch:
                 fs=fs,
             )
         )
+
+
+def _twice(path: str) -> SessionFileError:
+    err = OSError(errno.EEXIST, "The target is already written in this batch", path)
+    return SessionFileError(path, "atomic write", err, "open")
 
 
 def _target_key(path: str, follow: bool) -> str:

@@ -145,6 +145,9 @@ class AtomicFile(Generic[_F]):
     (also the builtin `OSError` subclass `open()` would raise) when the file system fails.
     """
 
+    #: Set by `AtomicBatch`: directory descriptors its writes share (see `_local.LocalTemp`).
+    _dirs: _local.SharedDirs | None = None
+
     if TYPE_CHECKING:
 
         @overload
@@ -346,7 +349,7 @@ class AtomicFile(Generic[_F]):
         self._state = _OPEN
         store = self._store
         self._temp = temp = (
-            _local.LocalTemp(self.path, self._mode, self._follow, log)
+            _local.LocalTemp(self.path, self._mode, self._follow, log, self._dirs)
             if store is None
             else store.temp(self._mode, log)
         )

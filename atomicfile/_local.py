@@ -21,11 +21,14 @@ from . import _fs, _naming, _permissions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, Any
+    from typing import IO, Any, TypeAlias
 
     from ._log import EventLog
     from ._modes import Mode
     from ._permissions import Permissions
+
+    #: A batch's directory descriptors: path as given -> (descriptor, may be fsynced).
+    SharedDirs: TypeAlias = dict[str, tuple[int, bool]]
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
@@ -75,12 +78,14 @@ class LocalTemp:
     """One write's temp file in the target's directory, and the steps that publish it."""
 
     __slots__ = (
-        "_base", "_created", "_dfd", "_dir", "_dir_fsync", "_fd", "_keep", "_log", "_mode",
-        "_src", "_xattrs", "final_mode", "follow", "path", "step", "target_stat",
-        "temp_name", "temp_path", "temp_stat",
+        "_base", "_created", "_dfd", "_dir", "_dir_fsync", "_dirs", "_fd", "_keep", "_log",
+        "_mode", "_own_dfd", "_src", "_xattrs", "final_mode", "follow", "path", "step",
+        "target_stat", "temp_name", "temp_path", "temp_stat",
     )  # fmt: skip
 
-    def __init__(self, path: str, mode: Mode, follow: bool, log: EventLog) -> None:
+    def __init__(
+        self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: SharedDirs | None = None
+    ) -> None:
         self.path = path
         self._mode = mode
         self.follow = follow
@@ -90,6 +95,10 @@ class LocalTemp:
         self._dir, self._base = split(path)
         self._dfd: int | None = None
         self._dir_fsync = True
+        #: Directory descriptors shared by the writes of one batch (the batch closes them):
+        #: the target's directory as given, by its path string, opened by the first write.
+        self._dirs = dirs
+        self._own_dfd = True
         self._fd = -1
         self._src = -1
         self._created = False
@@ -153,6 +162,13 @@ class LocalTemp:
             return  # no *at() calls there: full paths
         fd = self._dfd
         where = directory or "."
+        dirs = self._dirs
+        if fd is None and dirs is not None:
+            shared = dirs.get(where)
+            if shared is not None:
+                self._dfd, self._dir_fsync = shared
+                self._own_dfd = False
+                return
         try:
             new = os.open(where, _DIR_FLAGS, dir_fd=fd)
             dir_fsync = True
@@ -163,9 +179,12 @@ class LocalTemp:
             # names; only its fsync is impossible (reported, as before).
             new = os.open(where, _O_PATH | _O_DIRECTORY | _O_CLOEXEC, dir_fd=fd)
             dir_fsync = False
-        if fd is not None:
+        if fd is not None and self._own_dfd:
             os.close(fd)
         self._dfd, self._dir_fsync = new, dir_fsync
+        self._own_dfd = fd is not None or dirs is None
+        if not self._own_dfd:
+            dirs[where] = (new, dir_fsync)  # type: ignore[index]  # dirs is not None here
 
     def _lstat(self) -> os.stat_result | None:
         try:
@@ -572,6 +591,8 @@ class LocalTemp:
         self._close_fd()
         src, self._src = self._src, -1
         dfd, self._dfd = self._dfd, None
+        if not self._own_dfd:
+            dfd = None  # the batch's, closed by the batch
         for fd in (src, -1 if dfd is None else dfd):
             if fd >= 0:
                 try:

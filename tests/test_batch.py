@@ -318,3 +318,76 @@ def test_exported_lazily() -> None:
     code = "import sys, atomicfile; print('atomicfile._batch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False"]
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_files_in_one_directory_share_its_descriptor(tmp_path: Path) -> None:
+    """One descriptor per file (its locked temp) plus one per directory, not two per file."""
+    a, b = setup_dirs(tmp_path)
+    before = _open_fds()
+    with AtomicBatch(durable=False) as batch:
+        for i in range(50):
+            batch.write(a / f"f{i:02d}", b"new")
+        batch.write(b / "weights.bin", b"new weights")
+        assert _open_fds() - before == 51 + 2
+    assert _open_fds() == before
+    assert listing(a) == ["config.json"] + [f"f{i:02d}" for i in range(50)]
+    assert listing(b) == ["weights.bin"]
+    assert (b / "weights.bin").read_bytes() == b"new weights"
+
+
+_RLIMIT_CHILD = """
+import os, resource, sys
+from atomicfile import AtomicBatch, SessionFileError
+soft, hard = (int(x) for x in sys.argv[2:4])
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+try:
+    with AtomicBatch() as batch:
+        for i in range(int(sys.argv[4])):
+            batch.write(os.path.join(sys.argv[1], f"f{i:04d}"), f"new {i}")
+except SessionFileError as exc:
+    print("error", type(exc).__name__, exc.errno)
+print("limit", *resource.getrlimit(resource.RLIMIT_NOFILE))
+"""
+
+
+def _rlimit_child(where: Path, soft: int, hard: int, n: int) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _RLIMIT_CHILD, str(where), str(soft), str(hard), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX RLIMIT_NOFILE")
+def test_batch_larger_than_the_soft_descriptor_limit(tmp_path: Path) -> None:
+    """1,500 files under the common soft limit of 1024: the batch raises the soft limit
+    toward the hard one while it holds its temps, and gives it back after."""
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.skip(f"hard RLIMIT_NOFILE {hard} < 2048: a 1,500-file batch can't fit")
+    (tmp_path / "f0000").write_text("old 0")
+    out = _rlimit_child(tmp_path, 1024, hard, 1500)
+    assert out == [f"limit 1024 {hard}"]
+    names = [f"f{i:04d}" for i in range(1500)]
+    assert listing(tmp_path) == names
+    assert [(tmp_path / n).read_text() for n in names] == [f"new {i}" for i in range(1500)]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX RLIMIT_NOFILE")
+def test_batch_beyond_the_hard_descriptor_limit(tmp_path: Path) -> None:
+    """Where the limit can't grow: EMFILE, nothing published, no temp left."""
+    (tmp_path / "f0000").write_text("old 0")
+    out = _rlimit_child(tmp_path, 64, 64, 100)
+    assert out == [f"error SessionFileError {errno.EMFILE}", "limit 64 64"]
+    assert listing(tmp_path) == ["f0000"]
+    assert (tmp_path / "f0000").read_text() == "old 0"
