@@ -22,6 +22,7 @@ from collections.abc import Callable
 import async_io
 import big_files
 import import_time
+import many_files
 import small_files
 import syscalls
 from common import Config, Row, load, machine, mount_of
@@ -38,6 +39,7 @@ GROUPS: dict[str, tuple[str, Callable[[Config], list[Row]]]] = {
     "heartbeat": ("6: event loop stalls", async_io.run_heartbeat),
     "syscalls": ("7: syscall count", syscalls.run),
     "import": ("8: import time", import_time.run),
+    "many": ("14: many files (AtomicBatch, AtomicDirectory)", many_files.run),
 }
 
 
