@@ -261,7 +261,11 @@ class Campaign:
 
 def _short(call: str) -> str:
     name, _, args = call.partition("(")
-    path = args.split(",")[0].split("/")[-1].rstrip('>")')
+    parts = args.split(",")
+    path = parts[0]
+    if name.endswith(("at", "at2")) and len(parts) > 1 and path.startswith(("<", "AT_FDCWD")):
+        path = parts[1]  # the name relative to the directory descriptor
+    path = path.strip().split("/")[-1].strip('<>")')
     return f"{name} {path}"
 
 
