@@ -275,9 +275,13 @@ class AtomicFile(Generic[_F]):
         if not isinstance(buffering, int) or isinstance(buffering, bool):
             raise TypeError(f"buffering must be an int, not {type(buffering).__name__}")
         if parsed.binary:
-            for name, value in (("encoding", encoding), ("errors", errors), ("newline", newline)):
-                if value is not None:
-                    raise ValueError(f"binary mode doesn't take an {name} argument")
+            # One test for the usual all-None case; the pairs are built only to name the error.
+            if encoding is not None or errors is not None or newline is not None:
+                for name, value in (
+                    ("encoding", encoding), ("errors", errors), ("newline", newline)
+                ):  # fmt: skip
+                    if value is not None:
+                        raise ValueError(f"binary mode doesn't take an {name} argument")
         else:
             if buffering == 0:
                 raise ValueError("can't have unbuffered text I/O")
@@ -287,7 +291,8 @@ class AtomicFile(Generic[_F]):
                 import codecs
 
                 codecs.lookup(encoding)  # LookupError now, not after the temp exists
-        _permissions.check(permissions)
+        if permissions is not None:  # None, the default, needs no check: skip the call
+            _permissions.check(permissions)
         #: The object store (`_remote.Target`) for a URL, a UPath or `fs=`; None: local.
         self._store: Any = None
         if (
@@ -306,8 +311,10 @@ class AtomicFile(Generic[_F]):
                 self._store, file = where, where.url
         #: What `open()` would give as the file's `name`: the target as passed.
         self.name: str | bytes = os.fspath(file)  # type: ignore[arg-type]
-        #: The target, as a `str` path (the URL of an object).
-        self.path: str = os.fsdecode(self.name)
+        #: The target, as a `str` path (the URL of an object). A `str` is what fsdecode()
+        #: would return unchanged: skip its Python-level call for the usual case.
+        name = self.name
+        self.path: str = name if isinstance(name, str) else os.fsdecode(name)
         #: The mode string, as given.
         self.mode: str = mode
         self._open_args = (buffering, encoding, errors, newline)
@@ -317,12 +324,17 @@ class AtomicFile(Generic[_F]):
         self._follow = bool(follow_symlinks)
         self._file: IO[Any] | None = None
         self._temp: Temp | None = None
-        self._in_with = False
-        self._discard_requested = False
-        self._size_hint: int | None = None
-        self._leftover = False
-        self._renamed_at = 0.0
         self._forks = _forks
+
+    # Per-write fields whose starting value is shared, as class attributes: each write sets
+    # only those it changes (fewer attribute stores on the hot path of a small write).
+    _in_with = False
+    _discard_requested = False
+    _size_hint: int | None = None
+    _leftover = False
+    #: perf_counter() readings for the DEBUG events' durations, taken only when DEBUG is on.
+    _start = 0.0
+    _renamed_at = 0.0
 
     def __repr__(self) -> str:
         return f"<AtomicFile {self.path!r} mode={self.mode!r} {self._state}>"
@@ -343,9 +355,11 @@ class AtomicFile(Generic[_F]):
         'x' and the target exists, 'r+' and it doesn't, permission denied...). Keep the
         `AtomicFile`: its `commit()` publishes what the file holds.
         """
-        self._expect(_NEW, "open")
+        if self._state != _NEW:
+            self._expect(_NEW, "open")  # raises the misuse error
         self._log = log = _event_log(self._logger)
-        self._start = _log.now()
+        if log.debug:  # only the DEBUG events report durations
+            self._start = _log.now()
         self._state = _OPEN
         store = self._store
         self._temp = temp = (
@@ -391,7 +405,8 @@ class AtomicFile(Generic[_F]):
         """Close the user's file, set the final metadata, fsync the temp if `sync`."""
         if self._forks != _forks:
             raise RuntimeError(_FORKED)
-        self._expect(_OPEN, "commit")
+        if self._state != _OPEN:
+            self._expect(_OPEN, "commit")  # raises the misuse error
         if self._discard_requested:
             raise RuntimeError(_MISUSE[("commit", _DISCARDED)])
         self._state = _COMMITTING  # a second thread's commit now fails instead of racing
@@ -420,7 +435,8 @@ class AtomicFile(Generic[_F]):
         """Rename the prepared temp over the target (the step that makes the write seen)."""
         temp = self._temp
         assert temp is not None
-        self._renamed_at = _log.now()
+        if self._log.debug:
+            self._renamed_at = _log.now()
         published = False
         try:
             self._leftover = temp.publish(self._durable, self._mode.kind == "x")

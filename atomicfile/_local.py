@@ -45,6 +45,9 @@ _ATTEMPTS = 10000
 _LOCK_ATTEMPTS = 3
 _MAXSYMLINKS = 40  # Linux's limit on links followed in one lookup (ELOOP past it)
 _WINDOWS = _fs.WINDOWS
+_SEPS = os.sep + (os.altsep or "")
+_SEP_ENDINGS = tuple(_SEPS)
+_HAS_XATTRS = hasattr(os, "listxattr")
 
 if os.name == "posix":
     # String operations in place of os.path's on the write path: a fraction of the cost.
@@ -127,10 +130,9 @@ class LocalTemp:
         `open()` would raise instead (the caller logs the start of the write first)."""
         path = self.path
         problem: OSError | None
-        seps = os.sep + (os.altsep or "")
         if not path:
             problem = _error(errno.ENOENT, path)
-        elif path.endswith(tuple(seps)) and path.rstrip(seps):
+        elif path.endswith(_SEP_ENDINGS) and path.rstrip(_SEPS):
             # "name/" must be a directory: open() gives EISDIR for every mode that may
             # create, and for 'r+' whatever resolving the path gives (ENOENT, ENOTDIR).
             problem = _error(errno.EISDIR, path)
@@ -283,16 +285,23 @@ class LocalTemp:
     def create(self, permissions: Permissions) -> None:
         """Create the temp, locked, with a mode no wider than the final one; for 'a' and
         'r+' it starts as a copy of the target."""
-        copy = self._mode.needs_copy and self.target_stat is not None
+        target = self.target_stat
+        copy = target is not None and self._mode.needs_copy
         if copy:
             self.step = "open"
             self._open_source()
+            target = self.target_stat  # the source's own stat now
         self.step = "permissions"
-        self._keep = permissions is None
-        self.final_mode = _permissions.final_mode(
-            permissions, join(self._dir, self._base), self.target_stat
-        )
-        if self.target_stat is not None:
+        self._keep = keep = permissions is None
+        if keep:
+            # The usual case, inline (what `_permissions.final_mode` gives for None): the
+            # target's path string is built only for a hook, which receives it.
+            self.final_mode = None if target is None else stat.S_IMODE(target.st_mode)
+        else:
+            self.final_mode = _permissions.final_mode(
+                permissions, join(self._dir, self._base), target
+            )
+        if target is not None and _HAS_XATTRS:
             self._read_xattrs()
         self.step = "create temp"
         # O_APPEND now unless a copy comes first (copy_file_range refuses an appending fd).
@@ -397,8 +406,6 @@ class LocalTemp:
     def _read_xattrs(self) -> None:
         """The target's extended attributes that carry access and identity, kept for the
         new file (POSIX ACLs, the SELinux label, user.*)."""
-        if not hasattr(os, "listxattr"):
-            return
         ref = self._proc_ref()
         try:
             names = os.listxattr(ref, follow_symlinks=False)
@@ -481,7 +488,7 @@ class LocalTemp:
                     except OSError:
                         pass
                 self._warn(_OWNER, exc)
-        acl_kept = self._write_xattrs(fd)
+        acl_kept = self._write_xattrs(fd) if self._xattrs else None
         if not self._keep or final is None:
             return final
         if uid != target.st_uid:
@@ -541,7 +548,11 @@ class LocalTemp:
             self._close_fd()
             self._fd = keep
         self.step = "rename"
-        src, dst, dfd = self._at(self.temp_name), self._at(self._base), self._dfd
+        dfd = self._dfd
+        if dfd is not None:
+            src, dst = self.temp_name, self._base
+        else:
+            src, dst = join(self._dir, self.temp_name), join(self._dir, self._base)
         try:
             if exclusive:
                 leftover = _fs.rename_noreplace(src, dst, dfd)
@@ -590,15 +601,17 @@ class LocalTemp:
         """Close every descriptor this write holds (temp, copy source, directory)."""
         self._close_fd()
         src, self._src = self._src, -1
+        if src >= 0:  # only for 'a' and 'r+', and only until the copy is done
+            try:
+                os.close(src)
+            except OSError:
+                pass
         dfd, self._dfd = self._dfd, None
-        if not self._own_dfd:
-            dfd = None  # the batch's, closed by the batch
-        for fd in (src, -1 if dfd is None else dfd):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        if dfd is not None and self._own_dfd:  # a batch's is closed by the batch
+            try:
+                os.close(dfd)
+            except OSError:
+                pass
 
     def forget(self) -> None:
         """In a forked child: the write is the parent's. Close our copies, touch nothing."""
