@@ -148,7 +148,16 @@ class LocalTemp:
                 except OSError as err:
                     # open() names the file it was asked for, not its directory.
                     raise OSError(err.errno, err.strerror, path) from None
-                st = self._lstat()
+                # `_lstat()`, inline on this path that every write takes.
+                dfd = self._dfd
+                try:
+                    st = os.stat(
+                        self._base if dfd is not None else join(self._dir, self._base),
+                        dir_fd=dfd,
+                        follow_symlinks=False,
+                    )
+                except FileNotFoundError:
+                    st = None
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     st = self._through_link(st)
                 problem = self._check_target(st)
@@ -337,7 +346,9 @@ class LocalTemp:
         locked_out = 0
         for _ in range(_ATTEMPTS):
             try:
-                fd = os.open(self._at(self.temp_name), flags, create_mode, dir_fd=dfd)
+                # `_at(temp_name)`, inline: no call per attempt on the usual path.
+                name = self.temp_name if dfd is not None else join(self._dir, self.temp_name)
+                fd = os.open(name, flags, create_mode, dir_fd=dfd)
                 self._fd, self._created = fd, True
             except FileExistsError:
                 self._new_name(name_max)
@@ -406,7 +417,7 @@ class LocalTemp:
     def _read_xattrs(self) -> None:
         """The target's extended attributes that carry access and identity, kept for the
         new file (POSIX ACLs, the SELinux label, user.*)."""
-        ref = self._proc_ref()
+        ref = self._proc_ref() if self._dfd is None else f"/proc/self/fd/{self._dfd}/{self._base}"
         try:
             names = os.listxattr(ref, follow_symlinks=False)
         except OSError:
@@ -421,6 +432,8 @@ class LocalTemp:
         self._xattrs = kept
 
     def _proc_ref(self) -> str:
+        """The target as a path that the xattr calls resolve from the directory fd (the
+        usual case is inline in `_read_xattrs`)."""
         if self._dfd is None:
             return self._at(self._base)
         return f"/proc/self/fd/{self._dfd}/{self._base}"
@@ -544,9 +557,12 @@ class LocalTemp:
         elif not durable:
             # Without fsync, close() is where NFS sends the data (close-to-open), so it must
             # precede the rename; a duplicate keeps the sweep lock across it.
-            keep = os.dup(self._fd)
-            self._close_fd()
-            self._fd = keep
+            fd = self._fd
+            self._fd = os.dup(fd)
+            try:  # what `_close_fd()` does, inline on the path of every non-durable write
+                os.close(fd)
+            except OSError:
+                pass
         self.step = "rename"
         dfd = self._dfd
         if dfd is not None:
@@ -599,19 +615,16 @@ class LocalTemp:
 
     def release(self) -> None:
         """Close every descriptor this write holds (temp, copy source, directory)."""
-        self._close_fd()
-        src, self._src = self._src, -1
-        if src >= 0:  # only for 'a' and 'r+', and only until the copy is done
-            try:
-                os.close(src)
-            except OSError:
-                pass
-        dfd, self._dfd = self._dfd, None
-        if dfd is not None and self._own_dfd:  # a batch's is closed by the batch
-            try:
-                os.close(dfd)
-            except OSError:
-                pass
+        temp, src, dfd = self._fd, self._src, self._dfd
+        self._fd, self._src, self._dfd = -1, -1, None
+        if dfd is None or not self._own_dfd:
+            dfd = -1  # none, or the batch's, closed by the batch
+        for fd in (temp, src, dfd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def forget(self) -> None:
         """In a forked child: the write is the parent's. Close our copies, touch nothing."""

@@ -60,9 +60,13 @@ def create_mode(final: int | None) -> int:
     return NEW_FILE_MODE if final is None else final & 0o777
 
 
-def euid() -> int:
-    """The writer's effective uid now (-1 off POSIX): read per write, as it may change."""
-    return os.geteuid() if hasattr(os, "geteuid") else -1
+def _no_euid() -> int:
+    return -1
+
+
+#: The writer's effective uid now (-1 off POSIX): called per write, as it may change. The
+#: C function itself where there is one: no Python frame on the write path.
+euid: Callable[[], int] = getattr(os, "geteuid", _no_euid)
 
 
 def may_write(current: os.stat_result, name: str, dir_fd: int | None, euid: int) -> bool:
