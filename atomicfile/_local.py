@@ -267,7 +267,9 @@ class LocalTemp:
             # Renaming over a FIFO or a device would not write to it, it would remove it.
             return _error(errno.EINVAL, self.path, "Not a regular file: it can't be replaced")
         euid = _permissions.euid()
-        if not _permissions.may_write(st, self._at(self._base), self._dfd, euid):
+        dfd = self._dfd
+        name = self._base if dfd is not None else join(self._dir, self._base)  # `_at`, inline
+        if not _permissions.may_write(st, name, dfd, euid):
             return _error(errno.EACCES, self.path)
         if st.st_uid != euid and kind != "r" and self._protected_regular(st):
             # fs.protected_regular: open(O_CREAT) of someone else's file in a sticky
@@ -467,7 +469,11 @@ class LocalTemp:
         target = self.target_stat
         temp = self.temp_stat
         assert temp is not None
-        if target is not None:
+        if target is not None and (
+            self._xattrs or target.st_uid != temp.st_uid or target.st_gid != temp.st_gid
+        ):
+            # Same owner and group, no xattrs to copy (the usual rewrite): `_keep_identity`
+            # would leave `final` as it is, so it is called only when there is work.
             final = self._keep_identity(fd, target, temp, final)
         # A new file's default mode was set exactly by the kernel at create (0o644 less the
         # umask): nothing to do then. Set-id bits never come from the create.
