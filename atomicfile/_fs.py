@@ -138,20 +138,23 @@ AT_FDCWD = -100
 def _load_renameat2() -> Any:
     """libc's renameat2, or False where there is none (then link(2) is used)."""
     global _renameat2
-    func: Any = False
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
+    _renameat2 = _libc_rename("renameat2") if sys.platform.startswith("linux") else False
+    return _renameat2
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            func = libc.renameat2
-            func.argtypes = (
-                ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
-            )  # fmt: skip
-            func.restype = ctypes.c_int
-        except (ImportError, OSError, AttributeError):
-            func = False
-    _renameat2 = func
+
+def _libc_rename(name: str) -> Any:
+    """libc's `name`, a rename of the renameat2 shape (dirfd, path, dirfd, path, flags), or
+    False where libc has none. ctypes is imported here, on first use, never at import."""
+    try:
+        import ctypes
+
+        func = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (ImportError, OSError, AttributeError):
+        return False
+    func.argtypes = (
+        ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
+    )  # fmt: skip
+    func.restype = ctypes.c_int
     return func
 
 
@@ -188,17 +191,5 @@ def exchange(src: str, dst: str, dir_fd: int) -> None:
 
 def _load_renameatx_np() -> Any:
     global _renameatx_np
-    func: Any = False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        func = libc.renameatx_np
-        func.argtypes = (
-            ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint,
-        )  # fmt: skip
-        func.restype = ctypes.c_int
-    except (ImportError, OSError, AttributeError):
-        func = False
-    _renameatx_np = func
-    return func
+    _renameatx_np = _libc_rename("renameatx_np")
+    return _renameatx_np
