@@ -418,24 +418,29 @@ class LocalTemp:
 
     def _read_xattrs(self) -> None:
         """The target's extended attributes that carry access and identity, kept for the
-        new file (POSIX ACLs, the SELinux label, user.*)."""
-        ref = self._proc_ref() if self._dfd is None else f"/proc/self/fd/{self._dfd}/{self._base}"
+        new file (POSIX ACLs, the SELinux label, user.*). From the copy's source descriptor
+        when there is one; else by name relative to the directory fd."""
+        ref: int | str
+        follow = True
+        if self._src >= 0:
+            ref = self._src
+        else:
+            ref, follow = self._proc_ref(), False
         try:
-            names = os.listxattr(ref, follow_symlinks=False)
+            names = os.listxattr(ref, follow_symlinks=follow)
         except OSError:
             return  # no xattrs here (ENOTSUP) or no /proc: nothing to keep
         kept = {}
         for name in names:
             if name in _KEPT_XATTRS or name.startswith("user."):
                 try:
-                    kept[name] = os.getxattr(ref, name, follow_symlinks=False)
+                    kept[name] = os.getxattr(ref, name, follow_symlinks=follow)
                 except OSError:
                     pass
         self._xattrs = kept
 
     def _proc_ref(self) -> str:
-        """The target as a path that the xattr calls resolve from the directory fd (the
-        usual case is inline in `_read_xattrs`)."""
+        """The target as a path that the xattr calls resolve from the directory fd."""
         if self._dfd is None:
             return self._at(self._base)
         return f"/proc/self/fd/{self._dfd}/{self._base}"
