@@ -17,6 +17,7 @@ import sys
 from collections.abc import Hashable
 from typing import IO, TYPE_CHECKING, Any, Literal, overload
 
+from . import _fs
 from ._core import _COMMITTED, _COMMITTING, _OPEN, AtomicFile
 from ._errors import SessionFileError
 from ._fs import WINDOWS as _WINDOWS
@@ -444,11 +445,7 @@ class AtomicBatch:
         devices, self._devices = self._devices, {}
         dirs, self._dirs = self._dirs, {}
         self._dir_ids = {}
-        for fd in [fd for fd, _ in devices.values()] + [fd for fd, _ in dirs.values()]:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _fs.close_quietly(*(fd for fd, _ in devices.values()), *(fd for fd, _ in dirs.values()))
         limit, self._limit = self._limit, None
         if limit is not None:
             import resource

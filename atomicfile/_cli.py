@@ -325,9 +325,7 @@ def _clean(args: argparse.Namespace) -> int:
     directory: str = args.directory
     try:
         if "://" in directory or args.older_than is not None:  # a remote prefix's uploads
-            removed = clean_stale_temps(
-                directory, older_than=args.older_than, dry_run=args.dry_run
-            )
+            removed = clean_stale_temps(directory, older_than=args.older_than, dry_run=args.dry_run)
         else:
             removed = clean_stale_temps(
                 directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run

@@ -499,11 +499,7 @@ class AtomicDirectory:
         for attr in ("_sfd", "_dfd", "_extra_fd"):
             fd = getattr(self, attr, -1)
             setattr(self, attr, -1)
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+            _fs.close_quietly(fd)
 
     def _log_failure(self, exc: BaseException) -> None:
         from ._log import ERROR, FAILED, error_code

@@ -78,6 +78,17 @@ def try_lock(fd: int) -> bool | None:
     return True
 
 
+def close_quietly(*fds: int) -> None:
+    """Close each descriptor that is open (>= 0), ignoring errors: for release paths, where
+    the data was already made durable or the write already failed."""
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def copy_contents(src_fd: int, dst_fd: int) -> None:
     """Copy all of `src_fd` into `dst_fd` from their current offsets, in the kernel if it can."""
     if hasattr(os, "copy_file_range"):

@@ -81,7 +81,8 @@ class LocalTemp:
     """One write's temp file in the target's directory, and the steps that publish it."""
 
     __slots__ = (
-        "_base", "_created", "_dfd", "_dir", "_dir_fsync", "_dirs", "_fd", "_keep", "_log",
+        "_base", "_created", "_dfd", "_dir", "_dir_fsync", "_dir_stat", "_dirs", "_fd", "_keep",
+        "_log",
         "_mode", "_own_dfd", "_src", "_xattrs", "final_mode", "follow", "path", "step",
         "target_stat", "temp_name", "temp_path", "temp_stat",
     )  # fmt: skip
@@ -98,6 +99,7 @@ class LocalTemp:
         self._dir, self._base = split(path)
         self._dfd: int | None = None
         self._dir_fsync = True
+        self._dir_stat: os.stat_result | None = None
         #: Directory descriptors shared by the writes of one batch (the batch closes them):
         #: the target's directory as given, by its path string, opened by the first write.
         self._dirs = dirs
@@ -168,6 +170,7 @@ class LocalTemp:
 
     def _bind(self, directory: str) -> None:
         """Open `directory` as the one all later names are relative to."""
+        self._dir_stat = None
         if _WINDOWS:
             self._dir = directory
             return  # no *at() calls there: full paths
@@ -279,9 +282,13 @@ class LocalTemp:
         return None
 
     def _sticky_dir(self) -> os.stat_result | None:
-        if self._dfd is None:
-            return None
-        d = os.fstat(self._dfd)
+        """The bound directory's stat if it is sticky. Read once per write, from the
+        descriptor (it is asked at inspect and again at finish, for a foreign owner only)."""
+        d = self._dir_stat
+        if d is None:
+            if self._dfd is None:
+                return None
+            self._dir_stat = d = os.fstat(self._dfd)
         return d if d.st_mode & stat.S_ISVTX else None
 
     def _protected_regular(self, st: os.stat_result) -> bool:
@@ -618,11 +625,7 @@ class LocalTemp:
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _fs.close_quietly(fd)
 
     def release(self) -> None:
         """Close every descriptor this write holds (temp, copy source, directory)."""
@@ -630,12 +633,7 @@ class LocalTemp:
         self._fd, self._src, self._dfd = -1, -1, None
         if dfd is None or not self._own_dfd:
             dfd = -1  # none, or the batch's, closed by the batch
-        for fd in (temp, src, dfd):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        _fs.close_quietly(temp, src, dfd)
 
     def forget(self) -> None:
         """In a forked child: the write is the parent's. Close our copies, touch nothing."""

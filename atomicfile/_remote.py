@@ -32,6 +32,8 @@ import io
 import os
 import threading
 
+from . import _fs
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import IO, Any
@@ -581,11 +583,7 @@ class RemoteTemp:
 
     def release(self) -> None:
         fd, self._fd = self._fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _fs.close_quietly(fd)
 
     def forget(self) -> None:
         """In a forked child: the upload is the parent's; drop it without a request."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 CHUNKS = 3
@@ -44,13 +44,13 @@ def _atomic_write(target: str, data: bytes, durable: bool) -> None:
     atomic_write(target, data, durable=durable)
 
 
-def _run_async(main: Callable[[], object]) -> None:
+def _run_async(main: Callable[[], Awaitable[object]]) -> None:
     async def runner() -> None:
         # One worker thread: every blocking step of a write runs on the same thread, so the
         # per-thread count of each system call that strace's `when=N` uses is the same in
         # the dry run and in the run that is cut.
         asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(max_workers=1))
-        await main()  # type: ignore[misc]
+        await main()
 
     asyncio.run(runner())
 
