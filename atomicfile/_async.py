@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any, AnyStr, Generic, TypeVar, overload
 
-from ._core import _NEW, AtomicFile, atomic_write
+from ._core import AtomicFile, atomic_write
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -293,7 +293,7 @@ def _write_chunks(file: IO[Any], chunks: list[Any], text: bool) -> None:
 async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
     """`async with` entry: open in a thread; if cancelled meanwhile, undo the open."""
     runtime = current_runtime()  # the unsupported-runtime error comes before any I/O
-    af._expect(_NEW, "open")  # fail fast, before a thread hop
+    af._expect_new()  # fail fast, before a thread hop
     try:
         file = await runtime.run(af.__enter__)
     except BaseException as err:

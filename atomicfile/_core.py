@@ -6,12 +6,12 @@ form in `_async` runs these same steps in a worker thread.
 
 from __future__ import annotations
 
-import builtins
 import os
 
-from . import _local, _permissions
-from ._errors import SessionFileError
+from . import _local, _log, _permissions
+from ._errors import needs_wrapping
 from ._modes import parse_mode
+from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, Writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
         Generic,
         Literal,
         Protocol,
-        TypeGuard,
         TypeVar,
         overload,
     )
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
     from ._async import AsyncFile
-    from ._log import AnyLogger, EventLog
+    from ._log import AnyLogger
     from ._permissions import Permissions
     from ._store import Temp
 
@@ -81,50 +80,10 @@ else:
         return func
 
 
-_NEW, _OPEN, _COMMITTED, _DISCARDED, _FAILED = "new", "open", "committed", "discarded", "failed"
-_COMMITTING = "committing"
-_FORKED = "AtomicFile was opened before a fork(): only the parent process can commit it"
-_AGAIN = "; create a new AtomicFile for another write"
-_MISUSE = {
-    ("open", _OPEN): "AtomicFile is already open" + _AGAIN,
-    ("open", _COMMITTED): "AtomicFile was already committed" + _AGAIN,
-    ("open", _DISCARDED): "AtomicFile was discarded" + _AGAIN,
-    ("open", _FAILED): "AtomicFile already failed" + _AGAIN,
-    ("commit", _NEW): "AtomicFile is not open: call open() or use 'with' before commit()",
-    ("commit", _COMMITTED): "AtomicFile was already committed",
-    ("commit", _DISCARDED): "AtomicFile was discarded; it can't be committed",
-    ("commit", _FAILED): "AtomicFile already failed; it can't be committed",
-    ("open", _COMMITTING): "AtomicFile is being committed" + _AGAIN,
-    ("commit", _COMMITTING): "AtomicFile is already being committed (by another thread?): "
-    "an AtomicFile is one write, not to be shared between threads",
-}
-
 _WINDOWS = os.name == "nt"
-#: The `_log` module, imported by the first write (`logging` costs more than this package).
-_log: Any = None
-#: Bumped in every forked child: an AtomicFile opened before the fork is the parent's.
-_forks = 0
 
 
-def _after_fork() -> None:
-    global _forks
-    _forks += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
-
-
-def _event_log(logger: AnyLogger | None) -> EventLog:
-    global _log
-    if _log is None:
-        from . import _log as module
-
-        _log = module
-    return _log.EventLog(logger)  # type: ignore[no-any-return]
-
-
-class AtomicFile(Generic[_F]):
+class AtomicFile(Writer, Generic[_F]):
     """Write a file so that it holds the old content or the new one, never a mix.
 
     The positional parameters are `open()`'s. Writes go to a temp file beside the target;
@@ -144,6 +103,9 @@ class AtomicFile(Generic[_F]):
     Raises `ValueError`/`TypeError` for bad arguments before any I/O, and `SessionFileError`
     (also the builtin `OSError` subclass `open()` would raise) when the file system fails.
     """
+
+    _kind = "AtomicFile"
+    _abandoned_hint = "keep the AtomicFile and call its commit()"
 
     #: Set by `AtomicBatch`: directory descriptors its writes share (see `_local.LocalTemp`).
     _dirs: _local.SharedDirs | None = None
@@ -270,7 +232,6 @@ class AtomicFile(Generic[_F]):
         fs: Any = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        self._state = _NEW
         self._mode = parsed = parse_mode(mode)
         if not isinstance(buffering, int) or isinstance(buffering, bool):
             raise TypeError(f"buffering must be an int, not {type(buffering).__name__}")
@@ -324,12 +285,9 @@ class AtomicFile(Generic[_F]):
         self._follow = bool(follow_symlinks)
         self._file: IO[Any] | None = None
         self._temp: Temp | None = None
-        self._forks = _forks
 
     # Per-write fields whose starting value is shared, as class attributes: each write sets
     # only those it changes (fewer attribute stores on the hot path of a small write).
-    _in_with = False
-    _discard_requested = False
     _size_hint: int | None = None
     _leftover = False
     #: perf_counter() readings for the DEBUG events' durations, taken only when DEBUG is on.
@@ -343,7 +301,7 @@ class AtomicFile(Generic[_F]):
     def temp_path(self) -> str | None:
         """The temp file's path while a write is open, else None."""
         temp = self._temp
-        return temp.temp_path if temp is not None and self._state == _OPEN else None
+        return temp.temp_path if temp is not None and self._state == OPEN else None
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -355,12 +313,10 @@ class AtomicFile(Generic[_F]):
         'x' and the target exists, 'r+' and it doesn't, permission denied...). Keep the
         `AtomicFile`: its `commit()` publishes what the file holds.
         """
-        if self._state != _NEW:
-            self._expect(_NEW, "open")  # raises the misuse error
-        self._log = log = _event_log(self._logger)
+        self._begin()
+        self._log = log = _log.EventLog(self._logger)
         if log.debug:  # only the DEBUG events report durations
             self._start = _log.now()
-        self._state = _OPEN
         store = self._store
         self._temp = temp = (
             _local.LocalTemp(self.path, self._mode, self._follow, log, self._dirs)
@@ -384,8 +340,8 @@ class AtomicFile(Generic[_F]):
             self._file = file = temp.open_file(self.mode, *self._open_args, name=self.name)
         except BaseException as exc:
             self._fail(exc)
-            if _needs_wrapping(exc):
-                raise SessionFileError(self.path, "atomic write", exc, temp.step) from exc
+            if needs_wrapping(exc):
+                raise self._error(exc, temp.step) from exc
             raise
         return file  # type: ignore[return-value]
 
@@ -403,13 +359,7 @@ class AtomicFile(Generic[_F]):
 
     def _prepare(self, sync: bool) -> None:
         """Close the user's file, set the final metadata, fsync the temp if `sync`."""
-        if self._forks != _forks:
-            raise RuntimeError(_FORKED)
-        if self._state != _OPEN:
-            self._expect(_OPEN, "commit")  # raises the misuse error
-        if self._discard_requested:
-            raise RuntimeError(_MISUSE[("commit", _DISCARDED)])
-        self._state = _COMMITTING  # a second thread's commit now fails instead of racing
+        self._begin_commit()
         log = self._log
         temp, file = self._temp, self._file
         assert temp is not None and file is not None
@@ -427,8 +377,8 @@ class AtomicFile(Generic[_F]):
                 })  # fmt: skip
         except BaseException as exc:
             self._fail(exc)
-            if _needs_wrapping(exc):
-                raise SessionFileError(self.path, "atomic write", exc, temp.step) from exc
+            if needs_wrapping(exc):
+                raise self._error(exc, temp.step) from exc
             raise
 
     def _publish(self) -> None:
@@ -446,10 +396,10 @@ class AtomicFile(Generic[_F]):
                 self._settle()
                 raise
             self._fail(exc)
-            if _needs_wrapping(exc):
-                raise SessionFileError(self.path, "atomic write", exc, temp.step) from exc
+            if needs_wrapping(exc):
+                raise self._error(exc, temp.step) from exc
             raise
-        self._state = _COMMITTED
+        self._state = COMMITTED
         self._file = None
 
     def _complete(self, sync_dir: bool) -> None:
@@ -473,10 +423,9 @@ class AtomicFile(Generic[_F]):
                     synced = temp.sync_dir()
                 except OSError as exc:
                     # The new content is in place but may not survive a power loss: say so.
-                    self._state = _FAILED
+                    self._state = FAILED
                     self._log_failure(exc)
-                    err = SessionFileError(self.path, "atomic write", exc, "fsync directory")
-                    raise err from exc
+                    raise self._error(exc, "fsync directory") from exc
                 if not synced:
                     self._warn_dir_sync()
         finally:
@@ -490,60 +439,16 @@ class AtomicFile(Generic[_F]):
 
     def _settle(self) -> None:
         """After the rename: the write is committed; release what it holds."""
-        self._state = _COMMITTED
+        self._state = COMMITTED
         self._file = None
         if self._temp is not None:
             self._temp.release()
 
-    def discard(self) -> None:
-        """Abandon the write: remove the temp and leave the target as it was.
+    # -- context managers: `with` and discard() are the base's (`_txn.Writer`) ----------
 
-        Inside `with`, the temp is removed when the block ends and a clean exit then leaves
-        the target alone. Does nothing when the write already ended (committed, discarded or
-        failed), so it is safe in a `finally:`. In a forked child it only closes the child's
-        copies of the descriptors: the write belongs to the parent.
-        """
-        if self._state == _NEW:
-            self._state = _DISCARDED
-        elif self._state == _OPEN:
-            if self._forks != _forks:
-                self._forget()
-            elif self._in_with:
-                self._discard_requested = True
-            else:
-                self._end(_DISCARDED, None)
+    if TYPE_CHECKING:
 
-    # -- context managers ----------------------------------------------------------------
-
-    def __enter__(self) -> _F:
-        file = self.open()
-        self._in_with = True
-        return file
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._in_with = False
-        if self._state != _OPEN:
-            return  # committed, discarded or failed inside the block
-        if self._forks != _forks:
-            self._forget()  # a forked child leaving the block: the write is the parent's
-            return
-        if exc is None:
-            if self._discard_requested:
-                self._end(_DISCARDED, None)
-            else:
-                self.commit()
-            return
-        self._fail(exc)
-        if _needs_wrapping(exc) and _is_builtin_oserror(exc):
-            # The block's writes go to the temp file: its I/O errors are the write's errors.
-            # Other OSError classes (ssl.SSLError, socket.gaierror, a user's own) are not
-            # ours to rename: they propagate as the same object.
-            raise SessionFileError(self.path, "atomic write", exc, "write") from exc
+        def __enter__(self) -> _F: ...
 
     async def __aenter__(self: AtomicFile[IO[AnyStr]]) -> AsyncFile[AnyStr]:
         # One generic signature, no overloads: a text file gives AsyncFile[str], a binary one
@@ -562,38 +467,21 @@ class AtomicFile(Generic[_F]):
 
         await leave(self, exc_type, exc, tb)
 
-    def __del__(self) -> None:
-        # An abandoned open write is discarded, as an unclosed file is closed, with the same
-        # ResourceWarning. Never in a forked child: the temp belongs to the parent.
-        if getattr(self, "_state", None) == _OPEN and self._forks == _forks:
-            import warnings
-
-            message = f"unfinished {self!r} discarded: keep the AtomicFile and call its commit()"
-            try:
-                self._end(_DISCARDED, None)  # first: a warning turned error must not skip it
-            except Exception:
-                pass
-            warnings.warn(message, ResourceWarning, stacklevel=2)
-
     # -- the steps ---------------------------------------------------------------------
-
-    def _expect(self, state: str, action: str) -> None:
-        if self._state != state:
-            raise RuntimeError(_MISUSE[(action, self._state)])
 
     def _check_live(self) -> None:
         """The async file's guard: its methods need a write that is open, not discarded."""
-        if self._state != _OPEN or self._discard_requested:
+        if self._state != OPEN or self._discard_requested:
             what = "discarded" if self._discard_requested else self._state
             raise RuntimeError(f"the AtomicFile behind this AsyncFile is {what}: it can't be used")
 
     @property
     def _is_open(self) -> bool:
-        return self._state == _OPEN
+        return self._state == OPEN
 
     def _forget(self) -> None:
         """A forked child's copy of an open write: close its descriptors, touch nothing."""
-        self._state = _DISCARDED
+        self._state = DISCARDED
         file, self._file = self._file, None
         if file is not None:
             try:
@@ -603,30 +491,6 @@ class AtomicFile(Generic[_F]):
                 pass
         if self._temp is not None:
             self._temp.forget()
-
-    def _fail(self, exc: BaseException) -> None:
-        """The write ends without publishing: an exception that is not an `Exception`
-        (cancellation, KeyboardInterrupt, SystemExit) is a discard, anything else a failure."""
-        if isinstance(exc, Exception):
-            self._end(_FAILED, exc)
-        else:
-            self._end(_DISCARDED, exc)
-
-    def _end(self, state: str, exc: BaseException | None) -> None:
-        """Remove the temp first, then log; a logger that fails never hides the original
-        error or leaves a temp."""
-        self._state = state
-        removal = self._cleanup()
-        try:
-            if state == _FAILED:
-                assert exc is not None
-                self._log_failure(exc)
-            else:
-                self._log_discard(exc)
-            self._log_removal(removal)
-        except Exception:
-            if exc is None:
-                raise  # a plain discard: the logger's error is the only one
 
     def _log_failure(self, exc: BaseException) -> None:
         log = self._log
@@ -703,26 +567,6 @@ def _drop_buffer(file: Any) -> None:
     raw = getattr(buffer, "raw", None)
     if raw is not None:
         raw.close()  # the buffered layers now find it closed and write nothing
-
-
-_BUILTIN_OSERRORS = frozenset(
-    cls for cls in vars(builtins).values() if isinstance(cls, type) and issubclass(cls, OSError)
-)
-
-
-def _is_builtin_oserror(exc: BaseException) -> bool:
-    """OSError itself or one of Python's builtin subclasses (PermissionError, ...), not
-    ssl.SSLError, socket.gaierror or a user's own subclass."""
-    return type(exc) in _BUILTIN_OSERRORS
-
-
-def _needs_wrapping(exc: BaseException) -> TypeGuard[OSError]:
-    """An operating system error not yet wrapped in SessionFileError. OSErrors without an
-    errno, such as io.UnsupportedOperation (also a ValueError), are Python's own and pass
-    unchanged."""
-    return (
-        isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, SessionFileError)
-    )
 
 
 _BINARY: dict[str, BinaryWriteMode] = {"w": "wb", "x": "xb", "a": "ab"}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, TypeGuard
 
 
 class SessionFileError(OSError):
@@ -13,8 +15,8 @@ class SessionFileError(OSError):
     It is an `OSError` with the `errno`, `strerror` and `filename` of its `cause`, and also
     the builtin subclass `open()` would have raised for that errno (`PermissionError` for
     EACCES, `FileNotFoundError` for ENOENT, ...), so `except PermissionError:` keeps working.
-    `operation` is always `"atomic write"`; `step` names the part of the protocol that failed
-    (`"create temp"`, `"write"`, `"fsync"`, `"rename"`, ...).
+    `operation` names the writer (`"atomic write"`, `"atomic directory"`); `step` names
+    the part of the protocol that failed (`"create temp"`, `"write"`, `"fsync"`, ...).
     """
 
     path: str
@@ -81,3 +83,23 @@ def session_class(builtin: type[OSError]) -> type[SessionFileError]:
         # setdefault: two threads racing here still end up with one class per errno class.
         cls = _classes.setdefault(builtin, made)
     return cls
+
+
+_BUILTIN_OSERRORS = frozenset(
+    cls for cls in vars(builtins).values() if isinstance(cls, type) and issubclass(cls, OSError)
+)
+
+
+def is_builtin_oserror(exc: BaseException) -> bool:
+    """OSError itself or one of Python's builtin subclasses (PermissionError, ...), not
+    ssl.SSLError, socket.gaierror or a user's own subclass."""
+    return type(exc) in _BUILTIN_OSERRORS
+
+
+def needs_wrapping(exc: BaseException) -> TypeGuard[OSError]:
+    """An operating system error not yet wrapped in SessionFileError. OSErrors without an
+    errno, such as io.UnsupportedOperation (also a ValueError), are Python's own and pass
+    unchanged."""
+    return (
+        isinstance(exc, OSError) and exc.errno is not None and not isinstance(exc, SessionFileError)
+    )

@@ -1,8 +1,12 @@
-"""The log events of an atomic write (constant messages, fields in `extra=`)."""
+"""The log events of an atomic write (constant messages, fields in `extra=`).
+
+Importing this module imports no `logging` (which costs more than this whole package): the
+library's logger is made by the first write that logs to it.
+"""
 
 from __future__ import annotations
 
-import logging
+import sys
 import time
 
 TYPE_CHECKING = False
@@ -16,13 +20,27 @@ if TYPE_CHECKING:
         def warning(self, msg: str, *, extra: dict[str, Any]) -> object: ...
         def error(self, msg: str, *, extra: dict[str, Any]) -> object: ...
 
+    import logging
+
     AnyLogger = Union[logging.Logger, "logging.LoggerAdapter[Any]", LoggerLike]
 
 LOGGER_NAME = "atomicfile"
-# This module is imported on the first write, not by `import atomicfile` (logging costs more
-# than the whole package), so the library's one handler is added here.
-_default = logging.getLogger(LOGGER_NAME)
-_default.addHandler(logging.NullHandler())
+#: `logging.getLogger("atomicfile")`, made (with the library's one handler, a NullHandler)
+#: when a write first needs it.
+_default: Any = None
+
+
+def default_logger() -> Any:
+    """The library's logger, `logging.getLogger("atomicfile")`."""
+    global _default
+    if _default is None:
+        import logging
+
+        logger = logging.getLogger(LOGGER_NAME)
+        logger.addHandler(logging.NullHandler())
+        _default = logger
+    return _default
+
 
 STARTED = "Starting atomic write"
 WRITTEN = "Temp file written"
@@ -37,9 +55,10 @@ OWNER_KEPT_FAILED = "Could not keep the target's owner"
 ACL_KEPT_FAILED = "Could not keep the target's access ACL: mode narrowed"
 UNLOCKED = "Temp files here are not locked: the file system has no flock"
 
-DEBUG = logging.DEBUG
-WARNING = logging.WARNING
-ERROR = logging.ERROR
+# logging's own values, without importing it.
+DEBUG = 10
+WARNING = 30
+ERROR = 40
 
 now = time.perf_counter
 
@@ -65,7 +84,7 @@ class EventLog:
     __slots__ = ("debug", "logger")
 
     def __init__(self, logger: AnyLogger | None) -> None:
-        self.logger: AnyLogger = _default if logger is None else logger
+        self.logger: AnyLogger = (_default or default_logger()) if logger is None else logger
         #: Read once per write: field dicts and timings are skipped when DEBUG is off.
         self.debug = self.enabled(DEBUG)
 
@@ -76,7 +95,8 @@ class EventLog:
     def emit(self, level: int, msg: str, fields: dict[str, Any]) -> None:
         """Log `msg` with `fields` as LogRecord attributes, also through a LoggerAdapter."""
         logger = self.logger
-        if isinstance(logger, logging.LoggerAdapter):
+        logging = sys.modules.get("logging")  # a LoggerAdapter means logging is imported
+        if logging is not None and isinstance(logger, logging.LoggerAdapter):
             # LoggerAdapter.process() replaces the call's `extra` with the adapter's own
             # (unless merge_extra=True, 3.13+), which would drop our fields: merge them
             # back in, and keep whatever the adapter adds.
