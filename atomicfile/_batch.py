@@ -18,9 +18,12 @@ from collections.abc import Hashable
 from typing import IO, TYPE_CHECKING, Any, Literal, overload
 
 from . import _fs
-from ._core import _COMMITTED, _COMMITTING, _OPEN, AtomicFile
+from ._core import AtomicFile
 from ._errors import SessionFileError
 from ._fs import WINDOWS as _WINDOWS
+from ._txn import COMMITTED as _COMMITTED
+from ._txn import COMMITTING as _COMMITTING
+from ._txn import OPEN as _OPEN
 
 if TYPE_CHECKING:
     import io

@@ -140,10 +140,9 @@ class AtomicDirectory:
         """
         if self._state != _NEW:
             raise RuntimeError(_MISUSE[self._state])
-        from ._core import _event_log
-        from ._log import now
+        from ._log import EventLog, now
 
-        self._log = _event_log(self._logger)
+        self._log = EventLog(self._logger)
         self._start = now()
         self._state = _OPEN
         self._pid = os.getpid()  # a forked child never removes its parent's staging tree

@@ -66,9 +66,8 @@ def clean_remote(
     if where.key.endswith("/") and prefix and not prefix.endswith("/"):
         prefix += "/"
     from . import _log
-    from ._core import _event_log
 
-    log = _event_log(logger)
+    log = _log.EventLog(logger)
 
     def call(method: str, **kwargs: Any) -> Any:
         try:
