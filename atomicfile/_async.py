@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from typing import Literal, Protocol
 
     from _typeshed import ReadableBuffer
+    from typing_extensions import Unpack
 
     from ._core import FileTarget
-    from ._log import AnyLogger
-    from ._permissions import Permissions
+    from ._options import Options
 
     class Runtime(Protocol):
         """What the async form needs from an event loop library (one module per library)."""
@@ -365,12 +365,7 @@ async def atomic_write_async(
     encoding: str | None = None,
     errors: str | None = None,
     newline: str | None = None,
-    permissions: Permissions = None,
-    logger: AnyLogger | None = None,
-    durable: bool = True,
-    follow_symlinks: bool = True,
-    fs: Any = None,
-    storage_options: dict[str, Any] | None = None,
+    **options: Unpack[Options],
 ) -> None:
     """`atomic_write` as a coroutine: the whole write runs as one worker-thread job.
 
@@ -382,17 +377,6 @@ async def atomic_write_async(
     runtime = current_runtime()
     await runtime.run(
         lambda: atomic_write(
-            file,
-            data,
-            mode=mode,
-            encoding=encoding,
-            errors=errors,
-            newline=newline,
-            permissions=permissions,
-            logger=logger,
-            durable=durable,
-            follow_symlinks=follow_symlinks,
-            fs=fs,
-            storage_options=storage_options,
+            file, data, mode=mode, encoding=encoding, errors=errors, newline=newline, **options
         )
     )

@@ -30,9 +30,11 @@ if TYPE_CHECKING:
     )
 
     from _typeshed import ReadableBuffer, StrOrBytesPath
+    from typing_extensions import Unpack
 
     from ._async import AsyncFile
     from ._log import AnyLogger
+    from ._options import Options
     from ._permissions import Permissions
     from ._store import Temp
 
@@ -121,13 +123,7 @@ class AtomicFile(Writer, Generic[_F]):
             encoding: str | None = None,
             errors: str | None = None,
             newline: str | None = None,
-            *,
-            permissions: Permissions = None,
-            logger: AnyLogger | None = None,
-            durable: bool = True,
-            follow_symlinks: bool = True,
-            fs: Any = None,
-            storage_options: dict[str, Any] | None = None,
+            **options: Unpack[Options],
         ) -> None: ...
         @overload
         def __init__(
@@ -138,13 +134,7 @@ class AtomicFile(Writer, Generic[_F]):
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            logger: AnyLogger | None = None,
-            durable: bool = True,
-            follow_symlinks: bool = True,
-            fs: Any = None,
-            storage_options: dict[str, Any] | None = None,
+            **options: Unpack[Options],
         ) -> None: ...
         @overload
         def __init__(
@@ -155,13 +145,7 @@ class AtomicFile(Writer, Generic[_F]):
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            logger: AnyLogger | None = None,
-            durable: bool = True,
-            follow_symlinks: bool = True,
-            fs: Any = None,
-            storage_options: dict[str, Any] | None = None,
+            **options: Unpack[Options],
         ) -> None: ...
         @overload
         def __init__(
@@ -172,13 +156,7 @@ class AtomicFile(Writer, Generic[_F]):
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            logger: AnyLogger | None = None,
-            durable: bool = True,
-            follow_symlinks: bool = True,
-            fs: Any = None,
-            storage_options: dict[str, Any] | None = None,
+            **options: Unpack[Options],
         ) -> None: ...
         @overload
         def __init__(
@@ -189,13 +167,7 @@ class AtomicFile(Writer, Generic[_F]):
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            logger: AnyLogger | None = None,
-            durable: bool = True,
-            follow_symlinks: bool = True,
-            fs: Any = None,
-            storage_options: dict[str, Any] | None = None,
+            **options: Unpack[Options],
         ) -> None: ...
 
         @overload
@@ -207,13 +179,7 @@ class AtomicFile(Writer, Generic[_F]):
             encoding: str | None = None,
             errors: str | None = None,
             newline: str | None = None,
-            *,
-            permissions: Permissions = None,
-            logger: AnyLogger | None = None,
-            durable: bool = True,
-            follow_symlinks: bool = True,
-            fs: Any = None,
-            storage_options: dict[str, Any] | None = None,
+            **options: Unpack[Options],
         ) -> None: ...
 
     def __init__(
@@ -580,12 +546,7 @@ def atomic_write(
     encoding: str | None = None,
     errors: str | None = None,
     newline: str | None = None,
-    permissions: Permissions = None,
-    logger: AnyLogger | None = None,
-    durable: bool = True,
-    follow_symlinks: bool = True,
-    fs: Any = None,
-    storage_options: dict[str, Any] | None = None,
+    **options: Unpack[Options],
 ) -> None:
     """Atomically replace `file` with `data`: `str` is written as text, bytes-like as binary.
 
@@ -601,20 +562,7 @@ def atomic_write(
         open_mode = _BINARY[mode]
         size = memoryview(data).nbytes  # TypeError here for data that is neither
     # In binary mode, encoding/errors/newline get the ValueError open() gives them.
-    af: AtomicFile[Any] = AtomicFile(
-        file,
-        open_mode,
-        -1,
-        encoding,
-        errors,
-        newline,
-        permissions=permissions,
-        logger=logger,
-        durable=durable,
-        follow_symlinks=follow_symlinks,
-        fs=fs,
-        storage_options=storage_options,
-    )
+    af: AtomicFile[Any] = AtomicFile(file, open_mode, -1, encoding, errors, newline, **options)
     af._size_hint = size
     with af as f:
         f.write(data)
