@@ -297,28 +297,25 @@ async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
     try:
         file = await runtime.run(af.__enter__)
     except BaseException as err:
-        if af._is_open:  # the open completed, then the cancellation came
+        if af._committable:  # the open completed, then the cancellation came
             await runtime.run_shielded(af.__exit__, type(err), err, err.__traceback__)
         raise
-    async_file: AsyncFile[Any] = AsyncFile(file, af, runtime, keep_small_writes=True)
-    vars(af)["_async_file"] = async_file
-    return async_file
+    return AsyncFile(file, af, runtime, keep_small_writes=True)
 
 
 def _finish(
     af: AtomicFile[Any],
+    async_file: AsyncFile[Any] | None,
     chunks: list[Any],
-    text: bool,
     exc_type: type[BaseException] | None,
     exc: BaseException | None,
     tb: TracebackType | None,
 ) -> None:
     """The exit's one thread job: write the kept bytes, then commit (or clean up)."""
     if chunks:
-        file = af._file
-        assert file is not None
+        assert async_file is not None
         try:
-            _write_chunks(file, chunks, text)
+            _write_chunks(async_file._file, chunks, async_file._text)
         except BaseException as err:
             # What the sync form does when a write in the block fails: clean up, and raise
             # an OSError as SessionFileError, anything else unchanged.
@@ -329,22 +326,22 @@ def _finish(
 
 async def leave(
     af: AtomicFile[Any],
+    async_file: AsyncFile[Any] | None,
     exc_type: type[BaseException] | None,
     exc: BaseException | None,
     tb: TracebackType | None,
 ) -> None:
     """`async with` exit: commit or clean up as one shielded thread job, then raise a
     cancellation that came meanwhile (chained to the block's error, if any)."""
-    async_file: AsyncFile[Any] | None = vars(af).pop("_async_file", None)
     if async_file is None:
-        runtime, chunks, text = current_runtime(), [], False
+        runtime, chunks = current_runtime(), []
     else:
-        runtime, chunks, text = async_file._runtime, async_file._take(), async_file._text
-    if exc is not None or not af._is_open or af._discard_requested:
+        runtime, chunks = async_file._runtime, async_file._take()
+    if exc is not None or not af._committable:
         chunks = []  # nothing will be published
     block_cancelled = exc is not None and runtime.is_cancellation(exc)
     try:
-        await runtime.run_shielded(_finish, af, chunks, text, exc_type, exc, tb)
+        await runtime.run_shielded(_finish, af, async_file, chunks, exc_type, exc, tb)
     except BaseException as err:
         if runtime.is_cancellation(err):  # asyncio: it came while the job ran
             if exc is not None and err is not exc and err.__cause__ is None:

@@ -255,6 +255,8 @@ class AtomicFile(Writer, Generic[_F]):
     # Per-write fields whose starting value is shared, as class attributes: each write sets
     # only those it changes (fewer attribute stores on the hot path of a small write).
     _size_hint: int | None = None
+    #: The file `async with` gave, while the block runs.
+    _async_file: AsyncFile[Any] | None = None
     _leftover = False
     #: perf_counter() readings for the DEBUG events' durations, taken only when DEBUG is on.
     _start = 0.0
@@ -421,7 +423,8 @@ class AtomicFile(Writer, Generic[_F]):
         # AsyncFile[bytes], and IO[Any] (a mode known only at run time) AsyncFile[Any].
         from ._async import enter
 
-        return await enter(self)
+        self._async_file = file = await enter(self)
+        return file
 
     async def __aexit__(
         self,
@@ -431,19 +434,16 @@ class AtomicFile(Writer, Generic[_F]):
     ) -> None:
         from ._async import leave
 
-        await leave(self, exc_type, exc, tb)
+        async_file, self._async_file = self._async_file, None
+        await leave(self, async_file, exc_type, exc, tb)
 
     # -- the steps ---------------------------------------------------------------------
 
     def _check_live(self) -> None:
         """The async file's guard: its methods need a write that is open, not discarded."""
-        if self._state != OPEN or self._discard_requested:
+        if not self._committable:
             what = "discarded" if self._discard_requested else self._state
             raise RuntimeError(f"the AtomicFile behind this AsyncFile is {what}: it can't be used")
-
-    @property
-    def _is_open(self) -> bool:
-        return self._state == OPEN
 
     def _forget(self) -> None:
         """A forked child's copy of an open write: close its descriptors, touch nothing."""

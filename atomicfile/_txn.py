@@ -119,6 +119,11 @@ class Writer:
 
     # -- the policy ----------------------------------------------------------------------
 
+    @property
+    def _committable(self) -> bool:
+        """Open and no discard asked for: a clean exit now would publish."""
+        return self._state == OPEN and not self._discard_requested
+
     def _expect_new(self) -> None:
         """The misuse error unless the write is still new (to fail before a thread hop)."""
         if self._state != NEW:
