@@ -232,6 +232,8 @@ def is_mount_root(fd: int) -> bool | None:
         import ctypes
 
         buf = ctypes.create_string_buffer(_STATX_SIZE)
+        # Mask 0: no field is wanted; the attributes come with every call, and a network
+        # file system need not fetch anything for it.
         if func(fd, b"", _AT_EMPTY_PATH, 0, buf) == 0:
             attributes = int.from_bytes(buf.raw[8:16], sys.byteorder)
             known = int.from_bytes(buf.raw[56:64], sys.byteorder)
