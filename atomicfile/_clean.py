@@ -131,22 +131,24 @@ def clean_stale_temps(
 def remove_tree(dir_fd: int, name: str) -> None:
     """Remove the directory `name` in the directory open as `dir_fd`, and everything in it;
     never follows a symlink (a link in the tree is removed, not what it points to) and never
-    crosses into another file system.
+    enters or removes a mount point: another file system, or a bind mount of the same one.
 
     Every name is resolved relative to the descriptor of the directory that holds it, opened
     with O_NOFOLLOW|O_DIRECTORY, so a directory swapped for a symlink while the tree is
-    removed cannot redirect a removal outside it.
+    removed cannot redirect a removal outside it. A directory of the tree that is ours but
+    lacks the owner's rwx (what `copytree` of read-only sources makes) is given them first.
 
     Raises `OSError`: `NotADirectoryError` if `name` is not a directory (a symlink to one
-    included); `errno.EXDEV` if `name`, or a directory in it, is a mount point (nothing on the
-    other file system is touched; what was removed before it stays removed); `errno.EBUSY` if
-    `name` was replaced by another directory while its content was removed; whatever
+    included); `errno.EXDEV` if `name` is a mount point (nothing is touched), or if the tree
+    holds mount points: everything else is removed, the mount points (directories or files)
+    and the directories that lead to them stay, with what they show untouched; `errno.EBUSY`
+    if `name` was replaced by another directory while its content was removed; whatever
     `unlinkat`/`rmdir` raise (`PermissionError`, ...).
     """
     fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     try:
         opened = os.fstat(fd)
-        if opened.st_dev != os.fstat(dir_fd).st_dev:
+        if opened.st_dev != os.fstat(dir_fd).st_dev or _fs.is_mount_root(fd):
             raise OSError(errno.EXDEV, "a mount point: not removed", name)
         _remove_contents(fd, opened.st_dev)
         if not _same_file(os.stat(name, dir_fd=dir_fd, follow_symlinks=False), opened):
@@ -405,37 +407,71 @@ def _sweep_staging_dir(dir_fd: int, name: str, before: os.stat_result, dry_run: 
 
 
 def _remove_contents(top: int, dev: int) -> None:
-    """Empty the directory open as `top`, depth first, relative to descriptors; raise
-    OSError(EXDEV) at a directory on another device than `dev`, before touching it."""
-    # Frames: (descriptor, names still to remove, the directory's name in its parent).
-    frames: list[tuple[int, list[str], str]] = [(top, _names(top), "")]
+    """Empty the directory open as `top` (on device `dev`), depth first, relative to
+    descriptors. A mount point in it is never entered nor removed; everything else is, then
+    OSError(EXDEV) names the first mount point kept. EXDEV at once if `top` itself is the
+    root of a mount (a staging directory never is one)."""
+    if _fs.is_mount_root(top):
+        raise OSError(errno.EXDEV, "a mount point: not removed")
+    _open_up(top)
+    kept: list[str] = []  # mount points left in place, relative to `top`
+    # Frames: (descriptor, names still to remove, its path relative to `top`, len(kept) when
+    # it was entered: more when it is done means a mount point below, so it stays).
+    frames: list[tuple[int, list[str], str, int]] = [(top, _names(top), "", 0)]
     try:
         while frames:
-            fd, names, own_name = frames[-1]
+            fd, names, path, kept_before = frames[-1]
             if not names:
                 frames.pop()
-                if frames:  # a subdirectory, now empty
+                if frames:  # a subdirectory, now empty unless it leads to a mount point
                     os.close(fd)
-                    os.rmdir(own_name, dir_fd=frames[-1][0])
+                    if len(kept) == kept_before:
+                        os.rmdir(os.path.basename(path), dir_fd=frames[-1][0])
                 continue
             name = names.pop()
+            sub_path = os.path.join(path, name)
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
-                os.unlink(name, dir_fd=fd)  # a symlink is removed, never followed
+                try:
+                    os.unlink(name, dir_fd=fd)  # a symlink is removed, never followed
+                except OSError as exc:
+                    # A file with a file bind-mounted on it: "EBUSY ... it is a mount
+                    # point" (unlink(2)). Kept, as a directory mount point is.
+                    if exc.errno != errno.EBUSY:
+                        raise
+                    kept.append(sub_path)
                 continue
             sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
             try:
-                sub_dev = os.fstat(sub).st_dev
-                if sub_dev != dev or st.st_dev != dev:
-                    raise OSError(errno.EXDEV, "a mount point: not crossed", name)
-                sub_names = _names(sub)
+                # Another file system has another st_dev; a bind mount of this one doesn't,
+                # but is the root of its own mount.
+                mounted = os.fstat(sub).st_dev != dev or st.st_dev != dev or _fs.is_mount_root(sub)
+                if not mounted:
+                    _open_up(sub)
+                    sub_names = _names(sub)
             except BaseException:
                 os.close(sub)
                 raise
-            frames.append((sub, sub_names, name))
+            if mounted:
+                os.close(sub)
+                kept.append(sub_path)
+                continue
+            frames.append((sub, sub_names, sub_path, len(kept)))
     finally:
-        for fd, _, _ in frames[1:]:
+        for fd, _, _, _ in frames[1:]:
             os.close(fd)
+    if kept:
+        raise OSError(errno.EXDEV, "a mount point: not crossed", kept[0])
+
+
+def _open_up(fd: int) -> None:
+    """Give the owner rwx on the directory open as `fd` if it lacks them and is ours: else
+    its entries can't be listed or removed. (Root needs none: CAP_DAC_OVERRIDE,
+    capabilities(7).)"""
+    st = os.fstat(fd)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & stat.S_IRWXU != stat.S_IRWXU and st.st_uid == os.geteuid() != 0:
+        os.fchmod(fd, mode | stat.S_IRWXU)
 
 
 def _names(fd: int) -> list[str]:

@@ -578,33 +578,11 @@ def _rename_noreplace_dir(src: str, dst: str, dir_fd: int) -> None:
 
 def remove_tree(dir_fd: int, name: str) -> None:
     """Remove the tree `name` (relative to `dir_fd`) with the sweep's `_clean.remove_tree`
-    (descriptor-relative, never following a symlink); a name already gone is no error, and
-    read-only directories in it (what `copytree` of read-only sources gives) are opened up
-    first, as `rm -rf` does."""
+    (descriptor-relative, never following a symlink nor entering a mount point, read-only
+    directories of ours opened up first); a name already gone is no error."""
     from ._clean import remove_tree as remove
 
     try:
         remove(dir_fd, name)
     except FileNotFoundError:
         pass
-    except PermissionError:
-        _open_up(dir_fd, name)
-        remove(dir_fd, name)
-
-
-def _open_up(dir_fd: int, name: str) -> None:
-    """Give the owner rwx on every directory of the tree `name` it can enter."""
-    try:
-        fd = os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dir_fd)
-    except OSError:
-        return
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        if mode & stat.S_IRWXU != stat.S_IRWXU:
-            os.fchmod(fd, mode | stat.S_IRWXU)
-        with os.scandir(fd) as it:
-            subdirs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
-        for sub in subdirs:
-            _open_up(fd, sub)
-    finally:
-        os.close(fd)

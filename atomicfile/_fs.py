@@ -204,3 +204,78 @@ def _load_renameatx_np() -> Any:
     global _renameatx_np
     _renameatx_np = _libc_rename("renameatx_np")
     return _renameatx_np
+
+
+# statx(2), Linux 5.8+: STATX_ATTR_MOUNT_ROOT in stx_attributes marks the root of a mount,
+# and the kernel sets it in stx_attributes_mask where it knows the attribute; AT_EMPTY_PATH
+# makes an empty path mean the descriptor itself. Offsets are those of struct statx in
+# linux/stat.h (stx_attributes at 8, stx_attributes_mask at 56; the struct is 256 bytes).
+_AT_EMPTY_PATH = 0x1000
+_STATX_ATTR_MOUNT_ROOT = 0x2000
+_STATX_SIZE = 256
+_statx: Any = None
+
+
+def is_mount_root(fd: int) -> bool | None:
+    """Whether the directory open as `fd` is the root of a mount: True, False, or None where
+    this system can't tell (not Linux, or neither statx nor /proc answers).
+
+    `st_dev` can't tell: a bind mount of a directory of the same file system has the device
+    of the tree it is mounted in. Linux 5.8+ says it in statx's STATX_ATTR_MOUNT_ROOT; older
+    kernels through the mount ids of the directory and of its "..", which from a mount's
+    root leads to the mount point's parent, on the mount above (path_resolution(7)).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    func = _statx if _statx is not None else _load_statx()
+    if func:
+        import ctypes
+
+        buf = ctypes.create_string_buffer(_STATX_SIZE)
+        # Mask 0: no field is wanted; the attributes come with every call, and a network
+        # file system need not fetch anything for it.
+        if func(fd, b"", _AT_EMPTY_PATH, 0, buf) == 0:
+            attributes = int.from_bytes(buf.raw[8:16], sys.byteorder)
+            known = int.from_bytes(buf.raw[56:64], sys.byteorder)
+            if known & _STATX_ATTR_MOUNT_ROOT:
+                return bool(attributes & _STATX_ATTR_MOUNT_ROOT)
+    # No statx (glibc < 2.28, a seccomp filter) or a kernel older than 5.8.
+    try:
+        parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+    except OSError:
+        return None
+    try:
+        mine, above = _fdinfo_mount_id(fd), _fdinfo_mount_id(parent)
+    finally:
+        os.close(parent)
+    if mine is None or above is None:
+        return None
+    return mine != above
+
+
+def _fdinfo_mount_id(fd: int) -> int | None:
+    """The `mnt_id:` line of /proc/self/fdinfo/<fd> (Linux 3.15+, proc(5)); None if absent."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _load_statx() -> Any:
+    """libc's statx, or False where it has none. ctypes is imported on first use only."""
+    global _statx
+    try:
+        import ctypes
+
+        func = ctypes.CDLL(None, use_errno=True).statx
+    except (ImportError, OSError, AttributeError):
+        _statx = False
+        return False
+    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p)
+    func.restype = ctypes.c_int
+    _statx = func
+    return func
