@@ -235,14 +235,14 @@ class AtomicBatch:
                 follow_symlinks=follow_symlinks,
                 fs=fs,
             )
-            if af._store is None:
+            if af.store.batchable:
                 af._dirs = self._dirs
             return af
 
         af = make()
         # A local target is known by its directory's identity and its name there, both as
         # the write resolved them (no realpath: that is a stat per path component).
-        local = af._store is None and not _WINDOWS
+        local = af.store.batchable and not _WINDOWS
         key: Hashable = None if local else _target_key(af.path, follow_symlinks)
         if key in self._keys:
             raise _twice(af.path)
@@ -266,7 +266,7 @@ class AtomicBatch:
         entry = _Entry(af, key, os.path.dirname(temp_path))
         self._entries.append(entry)
         self._keys.add(key)
-        if self._durable and af._store is None:  # a local file (remote stores commit alone)
+        if self._durable and af.store.batchable:  # a local file (remote stores commit alone)
             try:
                 entry.dev = self._note_device(af, f)
             except BaseException as exc:
@@ -366,7 +366,7 @@ class AtomicBatch:
                 for entry in entries:
                     # Local temps on a syncfs file system wait for the one syncfs; others
                     # (another local file system, a remote store) finish on their own.
-                    alone = entry.dev in untrusted or entry.af._store is not None
+                    alone = entry.dev in untrusted or not entry.af.store.batchable
                     entry.af._prepare(self._durable and alone)
                 if self._durable:
                     self._sync_temps()

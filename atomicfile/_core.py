@@ -11,6 +11,7 @@ import os
 from . import _local, _log, _permissions
 from ._errors import needs_wrapping
 from ._modes import parse_mode
+from ._store import resolve
 from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, Writer
 
 TYPE_CHECKING = False
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ._log import AnyLogger
     from ._options import Options
     from ._permissions import Permissions
-    from ._store import Temp
+    from ._store import Store, Temp
 
     class _UPathLike(Protocol):
         """universal-pathlib's UPath, as far as AtomicFile reads it."""
@@ -220,28 +221,23 @@ class AtomicFile(Writer, Generic[_F]):
                 codecs.lookup(encoding)  # LookupError now, not after the temp exists
         if permissions is not None:  # None, the default, needs no check: skip the call
             _permissions.check(permissions)
-        #: The object store (`_remote.Target`) for a URL, a UPath or `fs=`; None: local.
-        self._store: Any = None
-        if (
-            fs is not None
-            or storage_options is not None
-            or ("://" in file if isinstance(file, str) else type(file).__module__[:5] == "upath")
-        ):
-            from . import _remote
-
-            where = _remote.resolve(
-                file, fs, storage_options, permissions, durable, follow_symlinks
-            )
-            if isinstance(where, str):
-                file = where  # file://, fsspec's local file system: the local store
-            else:
-                self._store, file = where, where.url
-        #: What `open()` would give as the file's `name`: the target as passed.
-        self.name: str | bytes = os.fspath(file)  # type: ignore[arg-type]
+        #: Where the target lives: the local file system or an object store.
+        self.store: Store
+        #: What `open()` would give as the file's `name`: the target as passed (an
+        #: object's URL).
+        self.name: str | bytes
+        self.store, self.name = resolve(
+            file,
+            fs,
+            storage_options,
+            permissions=permissions,
+            durable=durable,
+            follow_symlinks=follow_symlinks,
+        )
         #: The target, as a `str` path (the URL of an object). A `str` is what fsdecode()
         #: would return unchanged: skip its Python-level call for the usual case.
-        name = self.name
-        self.path: str = name if isinstance(name, str) else os.fsdecode(name)
+        given = self.name
+        self.path: str = given if isinstance(given, str) else os.fsdecode(given)
         #: The mode string, as given.
         self.mode: str = mode
         self._open_args = (buffering, encoding, errors, newline)
@@ -285,12 +281,7 @@ class AtomicFile(Writer, Generic[_F]):
         self._log = log = _log.EventLog(self._logger)
         if log.debug:  # only the DEBUG events report durations
             self._start = _log.now()
-        store = self._store
-        self._temp = temp = (
-            _local.LocalTemp(self.path, self._mode, self._follow, log, self._dirs)
-            if store is None
-            else store.temp(self._mode, log)
-        )
+        self._temp = temp = self.store.temp(self.path, self._mode, self._follow, log, self._dirs)
         try:
             problem = temp.inspect()
             if log.debug:

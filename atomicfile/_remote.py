@@ -64,6 +64,8 @@ class Target:
     """A remote target, resolved once in `AtomicFile.__init__`: its store and key."""
 
     __slots__ = ("fs", "key", "kind", "url")
+    #: An upload commits alone: no shared durability point with local temps.
+    batchable = False
 
     def __init__(self, fs: Any, key: str, kind: str, url: str) -> None:
         self.fs = fs
@@ -71,7 +73,9 @@ class Target:
         self.kind = kind  # "s3" or "memory"
         self.url = url
 
-    def temp(self, mode: Mode, log: EventLog) -> RemoteTemp:
+    def temp(
+        self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None
+    ) -> RemoteTemp:
         return RemoteTemp(self, mode, log)
 
 

@@ -1,9 +1,14 @@
-"""What the protocol in `_core` asks of a store: the work of one write that differs between
-a local file (`_local.LocalTemp`) and other stores. Typing only; nothing imports it at run
-time.
+"""Where a write goes: `resolve()` picks the store that holds a target, once per write,
+for every entry point; nothing after it asks which store it has.
 
-The state machine (open, commit, discard, `with`, `async with`), the log events and the
-error wrapping stay in `_core`, written once; a store implements these steps:
+A store makes the temps of its targets (`temp()`) and says what it can do:
+
+- `batchable`: its temps can wait for one durability point together (`AtomicBatch`'s one
+  `syncfs`) and share directory descriptors; an object store's upload commits alone.
+
+A temp (`Temp` below) does the work of one write that differs between stores; the state
+machine (`_txn.Writer`), the log events and the error wrapping are written once, in the
+writers:
 
 - `inspect()`: find the target; return the `OSError` that `open()` would raise instead.
   `temp_path` is set afterwards (for the first log event).
@@ -21,31 +26,92 @@ error wrapping stay in `_core`, written once; a store implements these steps:
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING, Any, Protocol
+import os
 
+from . import _local
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import IO, Any, Protocol
+
+    from ._log import EventLog
+    from ._modes import Mode
     from ._permissions import Permissions
 
+    class Store(Protocol):
+        """Where targets live: makes their temps, says what it can do."""
 
-class Temp(Protocol):
-    step: str
-    temp_path: str | None
+        batchable: bool
 
-    def inspect(self) -> OSError | None: ...
-    def create(self, permissions: Permissions) -> None: ...
-    def open_file(
-        self,
-        mode: str,
-        buffering: int,
-        encoding: str | None,
-        errors: str | None,
-        newline: str | None,
-        name: str | bytes,
-    ) -> IO[Any]: ...
-    def finish(self, durable: bool) -> None: ...
-    def publish(self, durable: bool, exclusive: bool) -> bool: ...
-    def sync_dir(self) -> bool: ...
-    def remove(self) -> bool | OSError: ...
-    def release(self) -> None: ...
-    def forget(self) -> None: ...
-    def size(self) -> int: ...
+        def temp(
+            self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None
+        ) -> Temp: ...
+
+    class Temp(Protocol):
+        step: str
+        temp_path: str | None
+
+        def inspect(self) -> OSError | None: ...
+        def create(self, permissions: Permissions) -> None: ...
+        def open_file(
+            self,
+            mode: str,
+            buffering: int,
+            encoding: str | None,
+            errors: str | None,
+            newline: str | None,
+            name: str | bytes,
+        ) -> IO[Any]: ...
+        def finish(self, durable: bool) -> None: ...
+        def publish(self, durable: bool, exclusive: bool) -> bool: ...
+        def sync_dir(self) -> bool: ...
+        def remove(self) -> bool | OSError: ...
+        def release(self) -> None: ...
+        def forget(self) -> None: ...
+        def size(self) -> int: ...
+
+
+class LocalStore:
+    """The local file system: a temp file beside the target, renamed over it."""
+
+    __slots__ = ()
+    batchable = True
+
+    def temp(self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None) -> Temp:
+        return _local.LocalTemp(path, mode, follow, log, dirs)
+
+
+#: The one local store (it holds no state of its own).
+LOCAL = LocalStore()
+
+
+def resolve(
+    file: Any,
+    fs: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    permissions: Permissions = None,
+    durable: bool = True,
+    follow_symlinks: bool = True,
+) -> tuple[Store, str | bytes]:
+    """The store that holds `file`, and the target's name as `open()` would give it (for
+    an object: its URL).
+
+    A local path (`str`, `bytes`, `os.PathLike`) is the local store; an fsspec URL
+    (`"s3://bucket/key"`), a UPath or `fs=` an object store, whose extra is imported only
+    then (`file://` and fsspec's local file system are the local store again). Raises
+    `ValueError`/`TypeError` (an unsupported store, options that mean nothing there) or
+    `ImportError` (the extra is missing) before any I/O.
+    """
+    if (
+        fs is None
+        and storage_options is None
+        and ("://" not in file if isinstance(file, str) else type(file).__module__[:5] != "upath")
+    ):
+        return LOCAL, os.fspath(file)  # the usual case, decided without a call
+    from . import _remote
+
+    where = _remote.resolve(file, fs, storage_options, permissions, durable, follow_symlinks)
+    if isinstance(where, str):
+        return LOCAL, where
+    return where, where.url

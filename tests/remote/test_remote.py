@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import atomicfile
-from atomicfile import AtomicFile, SessionFileError, atomic_write, clean_stale_temps
+from atomicfile import AtomicFile, SessionFileError, _store, atomic_write, clean_stale_temps
 from remote.s3server import PART, Bucket, MiB, Server, options
 
 OLD = b"old content"
@@ -410,7 +410,7 @@ def test_file_url_and_local_fs_use_the_local_store(tmp_path: Any) -> None:
     atomic_write(f"file://{tmp_path}/a", b"1")
     atomic_write(f"{tmp_path}/b", b"2", fs=fsspec.filesystem("file"))
     af = AtomicFile(f"file://{tmp_path}/c", "wb")
-    assert af._store is None and af.path == f"{tmp_path}/c"
+    assert af.store is _store.LOCAL and af.path == f"{tmp_path}/c"
     assert sorted(os.listdir(tmp_path)) == ["a", "b"]
     assert (tmp_path / "a").read_bytes() == b"1"
 
