@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     PermissionHook = Callable[[Path, Union[os.stat_result, None]], int]
     Permissions = Union[int, PermissionHook, None]
 
-#: What a new file gets by default, before the umask: the seed's writeFile(..., {mode: 0o644}).
+#: What a new file gets by default, before the umask (what open() gives a new file is 0o666:
+#: a file others may not write is the safer default for replaced content).
 NEW_FILE_MODE = 0o644
 
 

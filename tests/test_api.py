@@ -1,5 +1,5 @@
-"""SPEC sections 1-2 through both front doors: the shape of the API, every mode, the file
-object `with` yields, use without `with`, `atomic_write`, and the temp file's name and place.
+"""The API through both front doors: its shape, every mode, the file object `with` yields,
+use without `with`, `atomic_write`, and the temp file's name and place.
 
 Every case that has an async form takes the `form` fixture and runs twice.
 """
@@ -935,7 +935,7 @@ def test_append_plus_writes_at_the_end_after_a_seek(
     assert listing(tmp_path) == ["control", "t"]
 
 
-# -- issue 10: the file is named as open() names it; foreign errors pass through --------------
+# -- the file is named as open() names it; foreign errors pass through -------------------------
 
 
 def _names(f: Any) -> list[Any]:

@@ -1,4 +1,4 @@
-"""The async form's own behaviour (SPEC sections 1 "Async", 3 "Async cancellation", 6):
+"""The async form's own behaviour (README "Async"):
 AsyncFile's methods, nothing blocking on the loop thread, cancellation at every await point,
 misuse, and the lazy loading of the async names. Cases shared with the sync form live in the
 other test modules, through the `form` fixture."""
@@ -825,7 +825,7 @@ def test_async_names_load_on_first_access(name: str) -> None:
         f"from atomicfile import {name} as again\n"
         "print(again is obj)\n"
     )
-    # Importing the async names loads no event loop library: using them does (issue 10.5).
+    # Importing the async names loads no event loop library: using them does.
     assert out.splitlines() == ["False False", "True atomicfile", "True True", "True"]
 
 

@@ -1,4 +1,4 @@
-"""SessionFileError itself (SPEC section 3): the builtin class for its errno, the attributes
+"""SessionFileError itself: the builtin class for its errno, the attributes
 copied from its cause, pickling, str/repr, and the dynamic classes' identity."""
 
 from __future__ import annotations

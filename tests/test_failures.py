@@ -1,6 +1,6 @@
-"""SPEC section 3 (and issue 2's "Bad input gets a clear error and loses nothing"): every
-failure path, through both front doors. Each case asserts the error type (SessionFileError
-and the builtin class open() raises), the errno, the target's exact bytes (or its absence)
+"""Every failure path, through both front doors: bad input gets a clear error and loses
+nothing. Each case asserts the error type (SessionFileError and the builtin class open()
+raises), the errno, the target's exact bytes (or its absence)
 and the exact directory listing: no temp file is ever left behind.
 
 Real conditions where they can be made (tmpfs full or out of inodes, read-only remount, a

@@ -1,4 +1,4 @@
-"""SPEC section 4: the log events of an atomic write, their levels, messages and fields,
+"""The log events of an atomic write (README "Logging"), their levels, messages and fields,
 on the default `atomicfile` logger and on whatever `logger=` the caller passes."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ DISCARDED = "Atomic write discarded"
 CLEANED = "Temp file cleaned up"
 CLEANUP_FAILED = "Failed to clean up temp file"
 
-# The exact field sets of SPEC section 4's table.
+# The exact field sets of the README's table of events.
 KEYS = {
     STARTED: {"target_path", "temp_path", "operation"},
     WRITTEN: {"temp_path", "size", "duration", "operation"},
@@ -426,7 +426,7 @@ def test_logger_adapter_process_applied(tmp_path: Path, form: Form) -> None:
 
 
 class DuckLogger:
-    """Only the three methods SPEC section 4 names, keyword-only `extra`."""
+    """Only the three methods the library calls, keyword-only `extra`."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, Any]]] = []

@@ -1,4 +1,5 @@
-"""SPEC section 5: permission bits, owner and group, symlinks and hard links."""
+"""Permission bits, owner and group, symlinks and hard links (README "Permissions and
+ownership")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The async form on every runtime (issue 11): asyncio, uvloop, trio, trio's guest mode over
+"""The async form on every runtime: asyncio, uvloop, trio, trio's guest mode over
 asyncio, anyio on both backends. Cancellation at fixed points and at random deadlines, the
 error outside any loop, no asyncio under trio, and the in-memory buffer of small writes.
 

@@ -218,7 +218,7 @@ async def async_from_an_io_any(af: AtomicFile[IO[Any]], bf: AtomicFile[BinaryIO]
         assert_type(g, AsyncFile[bytes])
 
 
-# -- many files (issue 14): appended -------------------------------------------------------
+# -- many files ------------------------------------------------------------------------------
 
 from atomicfile import AtomicBatch, AtomicDirectory  # noqa: E402
 
