@@ -578,7 +578,9 @@ def test_dead_staging_directory_is_removed_whole(tmp_path: Path) -> None:
 def test_live_staging_directory_is_kept(tmp_path: Path, dir_holder: Any) -> None:
     stage = staging_dir(tmp_path)
     dead = staging_dir(tmp_path, "other", HEX[::-1])
-    inner_stale = stage / "tree" / "css" / f".a.css.{HEX}.tmp"  # nobody's lock: but inside a live tree
+    inner_stale = (
+        stage / "tree" / "css" / f".a.css.{HEX}.tmp"
+    )  # nobody's lock: but inside a live tree
     inner_stale.write_bytes(b"")
     before = tree_of(stage)
     holder = dir_holder(stage)
@@ -690,3 +692,37 @@ def test_remove_tree_does_not_cross_a_mount_point(tmp_path: Path, dir_fd: int) -
         assert listing(mnt) == ["theirs"]
     remove_tree(dir_fd, "tree")
     assert listing(tmp_path) == []
+
+
+def test_users_own_temp_shaped_directory_survives(tmp_path: Path) -> None:
+    """Issue 18, item 12: only the exact staging layout is ours (mode 0700, nothing in it
+    but `tree`). A user's directory that merely has the name's shape survives the sweep
+    and `atomicfile clean`, contents included."""
+    cache = tmp_path / f".cache.{HEX}.tmp"
+    (cache / "objects").mkdir(parents=True)
+    (cache / "objects" / "pack").write_bytes(b"data")
+    (cache / "index").write_bytes(b"data")
+    private = tmp_path / f".notes.{HEX}.tmp"  # 0700, like ours, but a file in it
+    private.mkdir(mode=0o700)
+    (private / "todo").write_bytes(b"data")
+    tree_open = tmp_path / f".wide.{HEX}.tmp"  # only `tree`, but not 0700
+    (tree_open / "tree").mkdir(parents=True)
+    tree_open.chmod(0o755)
+    extra = tmp_path / f".extra.{HEX}.tmp"  # 0700 and `tree`, and more
+    (extra / "tree").mkdir(parents=True)
+    (extra / "README").write_bytes(b"data")
+    extra.chmod(0o700)
+    ours = staging_dir(tmp_path)
+    before = {p: tree_of(p) for p in (cache, private, tree_open, extra)}
+
+    assert clean_stale_temps(tmp_path, dry_run=True) == [str(ours)]
+    done = subprocess.run(
+        [sys.executable, "-m", "atomicfile", "clean", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert clean_stale_temps(tmp_path) == []  # the CLI removed ours, and only ours
+    assert listing(tmp_path) == sorted(p.name for p in before)
+    assert {p: tree_of(p) for p in before} == before
+    assert (cache / "objects" / "pack").read_bytes() == b"data"
