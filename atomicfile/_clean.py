@@ -67,12 +67,14 @@ def clean_stale_temps(
     process or another.
 
     Only entries with the exact shape of this library's temp names are considered
-    (`.<target basename>.<16 lowercase hex>.tmp`): regular files, and directories (staging
-    directories, removed whole); never a symlink, a FIFO or a device, and nothing else is
-    ever touched. `recursive=True` also sweeps subdirectories (symlinks to directories are
-    not followed, and a staging directory is not searched: it is removed whole or kept
-    whole). `target="name.json"` considers only the temps of that file name (a basename, in
-    every directory swept). `dry_run=True` removes nothing and returns what would be
+    (`.<target basename>.<16 lowercase hex>.tmp`): regular files, and directories with
+    the exact layout of an `AtomicDirectory` staging directory (mode 0700, nothing in it
+    but `tree`, or nothing; removed whole); never a symlink, a FIFO or a device, nor a
+    user's directory that merely has the name's shape, and nothing else is ever touched.
+    `recursive=True` also sweeps subdirectories (symlinks to directories are not followed,
+    and a staging directory is not searched: it is removed whole or kept whole).
+    `target="name.json"` considers only the temps of that file name (a basename, in every
+    directory swept). `dry_run=True` removes nothing and returns what would be
     removed. Returns the paths removed (each one the sweep itself unlinked), sorted.
 
     How it knows: every writer holds an exclusive `flock` on its temp for the whole write,

@@ -453,3 +453,25 @@ def test_sweep_keeps_a_live_staging_directory(tmp_path: Path) -> None:
         assert sorted(listing(tmp_path)) == sorted(["site", staging_of(d).name])
     assert tree(site) == NEW
     assert listing(tmp_path) == ["site"]
+
+
+def test_d_is_usable_by_child_processes_and_copytree(tmp_path: Path) -> None:
+    """`d` resolves through the writer's descriptor; a child process of the same user and
+    `shutil.copytree` reach the new tree through it."""
+    import shutil
+
+    site = make_old(tmp_path)
+    src = tmp_path / "src"
+    (src / "css").mkdir(parents=True)
+    (src / "css" / "a.css").write_text("a{}")
+    with AtomicDirectory(site) as d:
+        code = "import sys; open(sys.argv[1] + '/child.txt', 'w').write('from a child')"
+        subprocess.run([sys.executable, "-c", code, str(d)], check=True)
+        shutil.copytree(src, d / "assets")
+    assert tree(site) == {
+        "child.txt": "from a child",
+        "assets": "<dir>",
+        os.path.join("assets", "css"): "<dir>",
+        os.path.join("assets", "css", "a.css"): "a{}",
+    }
+    assert listing(tmp_path) == ["site", "src"]
