@@ -199,9 +199,8 @@ class AtomicDirectory:
         # The sweep's mark of a staging directory (with `tree` the only entry): exactly
         # 0700, whatever the umask.
         os.fchmod(sfd, 0o700)
-        os.mkdir(
-            STAGING_TREE, 0o700, dir_fd=sfd
-        )  # private while it fills: the mode is set at commit
+        # The new tree: private while it fills, its mode is set at commit.
+        os.mkdir(STAGING_TREE, 0o700, dir_fd=sfd)
         self._tfd = tfd = os.open(STAGING_TREE, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=sfd)
         self._handed = _bound_path(tfd, os.path.join(self._dir, name, STAGING_TREE))
         log = self._log
