@@ -702,26 +702,46 @@ def sync_tree(fd: int, walk: bool) -> None:
 
 
 def _fsync_walk(dir_fd: int) -> None:
+    """fsync every regular file and directory under `dir_fd`, then `dir_fd` itself.
+
+    Each entry is opened relative to its directory with O_NOFOLLOW|O_NONBLOCK and judged
+    by the descriptor: a FIFO (or device) put in place of a file after the listing is
+    opened without blocking and skipped, never read or waited on; a symlink fails to open
+    (ELOOP) and is skipped; nothing is followed out of the tree."""
     import stat
 
     from ._fs import fsync_dir, fsync_file
 
-    for entry in os.scandir(dir_fd):
-        st = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            sub = os.open(entry.name, _DIR_FLAGS, dir_fd=dir_fd)
-            try:
-                _fsync_walk(sub)
-            finally:
-                os.close(sub)
-        elif stat.S_ISREG(st.st_mode):
-            fd = os.open(entry.name, os.O_RDONLY | _NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-            try:
+    with os.scandir(dir_fd) as entries:
+        names = [
+            e.name
+            for e in entries
+            if e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)
+        ]
+    for name in names:
+        try:
+            fd = os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):
+                continue  # replaced by a symlink, removed, a socket: nothing of ours to sync
+            raise
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                _fsync_walk(fd)
+            elif stat.S_ISREG(mode):
                 fsync_file(fd)
-            finally:
-                os.close(fd)
+        finally:
+            os.close(fd)
     fsync_dir(dir_fd)
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | os.O_CLOEXEC
+_ENTRY_FLAGS = (
+    os.O_RDONLY
+    | _NOFOLLOW
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | os.O_CLOEXEC
+)

@@ -47,6 +47,9 @@ _FILE_FLAGS = os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_NOCTTY
 # fcntl(2), Linux: F_SETLEASE / F_SETSIG (Python names them only from 3.9/3.12 on some builds).
 _F_SETLEASE = 1024
 _F_SETSIG = 10
+#: The one entry of an `AtomicDirectory` staging directory: the tree being written (and,
+#: after the exchange, the old tree being removed).
+STAGING_TREE = "tree"
 
 
 def clean_stale_temps(
@@ -64,12 +67,14 @@ def clean_stale_temps(
     process or another.
 
     Only entries with the exact shape of this library's temp names are considered
-    (`.<target basename>.<16 lowercase hex>.tmp`): regular files, and directories (staging
-    directories, removed whole); never a symlink, a FIFO or a device, and nothing else is
-    ever touched. `recursive=True` also sweeps subdirectories (symlinks to directories are
-    not followed, and a staging directory is not searched: it is removed whole or kept
-    whole). `target="name.json"` considers only the temps of that file name (a basename, in
-    every directory swept). `dry_run=True` removes nothing and returns what would be
+    (`.<target basename>.<16 lowercase hex>.tmp`): regular files, and directories with
+    the exact layout of an `AtomicDirectory` staging directory (mode 0700, nothing in it
+    but `tree`, or nothing; removed whole); never a symlink, a FIFO or a device, nor a
+    user's directory that merely has the name's shape, and nothing else is ever touched.
+    `recursive=True` also sweeps subdirectories (symlinks to directories are not followed,
+    and a staging directory is not searched: it is removed whole or kept whole).
+    `target="name.json"` considers only the temps of that file name (a basename, in every
+    directory swept). `dry_run=True` removes nothing and returns what would be
     removed. Returns the paths removed (each one the sweep itself unlinked), sorted.
 
     How it knows: every writer holds an exclusive `flock` on its temp for the whole write,
@@ -392,6 +397,8 @@ def _sweep_staging_dir(dir_fd: int, name: str, before: os.stat_result, dry_run: 
             return "gone"
         if not _same_file(now, opened):
             return "replaced"
+        if not _staging_layout(fd, opened):
+            return "not a staging directory"
         if dry_run:
             return None
         try:
@@ -404,6 +411,20 @@ def _sweep_staging_dir(dir_fd: int, name: str, before: os.stat_result, dry_run: 
         return None
     finally:
         os.close(fd)
+
+
+def _staging_layout(fd: int, opened: os.stat_result) -> bool:
+    """True only for what `AtomicDirectory` makes (the temp-shaped name is checked by the
+    caller): mode exactly 0700, and nothing in it but `tree` (nothing at all if the writer
+    died before making it). A user's own directory that merely has the name's shape is
+    never removed."""
+    if stat.S_IMODE(opened.st_mode) != 0o700:
+        return False
+    try:
+        names = _names(fd)
+    except OSError:
+        return False
+    return names in ([], [STAGING_TREE])
 
 
 def _remove_contents(top: int, dev: int) -> None:

@@ -1,13 +1,19 @@
 """`AtomicDirectory`: replace a whole directory tree in one step.
 
-The new tree is built in a staging directory beside the target (same parent, so the same
-file system), named like a temp file (`.<name>.<16 hex>.tmp`) and locked (flock on a
-descriptor of it) so that the stale-temp sweep never removes a live one. On commit it is made
-durable, then exchanged with the target by renameat2(RENAME_EXCHANGE): at every instant the
-target's name leads to the old tree or to the new one. The old tree, now under the staging
-name (and locked by us), is then removed, or kept.
+The new tree is built as the directory `tree` inside a private staging directory beside
+the target (same parent, so the same file system): `.<name>.<16 hex>.tmp`, mode 0700,
+owned by the writer, locked (flock on a descriptor of it) so that the stale-temp sweep
+never removes a live one. The writer holds both open, and the path it hands out resolves
+through the descriptor of `tree` (`/proc/<pid>/fd/N`, where there is a /proc): a user who
+controls the parent and renames the staging directory away can't redirect the writes.
 
-Every step works relative to a descriptor of the parent directory, opened once.
+On commit the tree is made durable, then exchanged with the target by
+renameat2(staging_fd, "tree", parent_fd, name, RENAME_EXCHANGE): the source is named in a
+directory nobody else can write, so what is published is what was staged, and at every
+instant the target's name leads to the old tree or to the new one. The old tree, now
+`tree` in the staging directory (still locked), is then removed, or kept. Only then is the
+new top directory given the old one's owner (never a foreign one in a sticky
+world-writable parent): nobody else can touch the tree before it is published.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import stat
 
 from . import _fs, _naming, _permissions
+from ._clean import STAGING_TREE
 from ._errors import SessionFileError
 
 TYPE_CHECKING = False
@@ -35,6 +42,7 @@ _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
 _ATTEMPTS = 100
+_SETID = stat.S_ISUID | stat.S_ISGID
 
 _NEW, _OPEN, _COMMITTING, _COMMITTED, _DISCARDED, _FAILED = (
     "new", "open", "committing", "committed", "discarded", "failed",
@@ -57,22 +65,26 @@ class AtomicDirectory:
     """Replace the directory `path` with a new tree in one step: readers and crashes see
     the old tree or the new one, never a mix, never a missing one.
 
-        with AtomicDirectory("site") as d:       # d: pathlib.Path of the staging directory
+        with AtomicDirectory("site") as d:       # d: pathlib.Path of the new tree
             (d / "index.html").write_text(html)
 
-    The block fills a fresh staging directory beside the target (any way: `open()`,
-    `shutil.copytree`, other libraries). A clean exit (or `commit()`) makes every file and
-    directory in it durable (unless `durable=False`), exchanges it with the target
-    (renameat2 RENAME_EXCHANGE on Linux, renamex_np RENAME_SWAP on macOS; a plain rename
-    when there is no target yet), fsyncs the parent, and removes the old tree, or keeps it
-    (`keep_old=True`; its path is then `old_path`). An exception (or `discard()`) removes
-    the staging tree and leaves the target untouched.
+    The block fills a fresh directory (any way: `open()`, `shutil.copytree(...,
+    dirs_exist_ok=True)`, other libraries, child processes of the same user). On Linux `d`
+    is `/proc/<pid>/fd/<n>`: it leads to that directory through a descriptor this object
+    holds, whatever happens to names in the parent. A clean exit (or `commit()`) makes
+    every file and directory in it durable (unless `durable=False`), exchanges it with the
+    target (renameat2 RENAME_EXCHANGE on Linux, renamex_np RENAME_SWAP on macOS; a plain
+    rename when there is no target yet), fsyncs the parent, removes the old tree, or keeps
+    it (`keep_old=True`; its path is then `old_path`), and gives the new top directory the
+    old one's owner and group where it may. An exception (or `discard()`) removes the
+    staging tree and leaves the target untouched.
 
     Options: `permissions` for the new top directory (None keeps the old one's mode, or
     gives a new one mkdir's default less the umask; an int; or a hook `(target,
     current_stat) -> int`), `logger`, `durable` (default True), `keep_old`, `fallback`
     (where no atomic exchange exists: False raises, True replaces in two renames with an
-    instant where the target is missing).
+    instant where the target is missing; the old tree waits as `.<name>.<16 hex>.old`
+    in between, which the sweep never removes).
 
     Raises `ValueError`/`TypeError` for bad arguments before any I/O, and
     `SessionFileError` (also the builtin subclass `open()` would raise:
@@ -110,10 +122,15 @@ class AtomicDirectory:
         self._discard_requested = False
         self._dfd = -1  # the parent directory
         self._sfd = -1  # the staging directory (its flock keeps the sweep away)
+        self._tfd = -1  # the new tree, `tree` in the staging directory until the exchange
         self._extra_fd = -1  # a target that appeared during the commit, locked
         self._name = ""  # the staging directory's name in the parent
+        self._aside = ""  # fallback=True: the old tree's name in the parent once moved aside
+        self._handed: Path | None = None  # what `open()` returned
         self._final_mode: int | None = None
+        self._owner: tuple[int, int] | None = None  # given to the new tree after the exchange
         self._target_stat: os.stat_result | None = None
+        self._parent_stat: os.stat_result | None = None
         #: The kept old tree (`keep_old=True`) after a commit that replaced one.
         self.old_path: Path | None = None
 
@@ -122,17 +139,13 @@ class AtomicDirectory:
 
     @property
     def staging_path(self) -> Path | None:
-        """The staging directory while the write is open, else None."""
-        if self._state != _OPEN:
-            return None
-        from pathlib import Path
-
-        return Path(os.path.join(self._dir, self._name))
+        """The new tree's path (what `open()` returned) while the write is open, else None."""
+        return self._handed if self._state == _OPEN else None
 
     # -- the protocol ------------------------------------------------------------------
 
     def open(self) -> Path:
-        """Create the staging directory beside the target and return its path.
+        """Create the staging directory beside the target and return the new tree's path.
 
         Raises `SessionFileError` when the parent is missing or not writable, or the target
         exists and is not a directory, is a symlink, or is a mount point; nothing is
@@ -154,13 +167,12 @@ class AtomicDirectory:
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise SessionFileError(self.path, "atomic directory", exc, self._step) from exc
             raise
-        staging = self.staging_path
-        assert staging is not None
-        return staging
+        assert self._handed is not None
+        return self._handed
 
     def _open(self) -> None:
         self._dfd = dfd = os.open(self._dir or os.curdir, _DIR_FLAGS)
-        parent = os.fstat(dfd)
+        self._parent_stat = parent = os.fstat(dfd)
         try:
             st: os.stat_result | None = os.stat(self._base, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -174,19 +186,22 @@ class AtomicDirectory:
         for _ in range(_ATTEMPTS):
             name = _naming.temp_name(self._base, _naming.token())
             try:
-                # Private while it fills: the final mode is set at commit.
                 os.mkdir(name, 0o700, dir_fd=dfd)
             except FileExistsError:
                 continue
-            self._name = name
-            break
+            sfd = self._claim(name, parent)
+            if sfd >= 0:
+                self._sfd, self._name = sfd, name
+                break
         else:
             raise FileExistsError(errno.EEXIST, "No free staging directory name", self.path)
-        self._sfd = sfd = os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dfd)
-        mine = os.fstat(sfd)
-        if mine.st_dev != parent.st_dev or (hasattr(os, "geteuid") and mine.st_uid != os.geteuid()):
-            raise _error(errno.EAGAIN, self.path, "The staging directory was replaced")
-        _fs.try_lock(sfd)  # None where the file system has no locks: nothing more to do
+        # The sweep's mark of a staging directory (with `tree` the only entry): exactly
+        # 0700, whatever the umask.
+        os.fchmod(sfd, 0o700)
+        # The new tree: private while it fills, its mode is set at commit.
+        os.mkdir(STAGING_TREE, 0o700, dir_fd=sfd)
+        self._tfd = tfd = os.open(STAGING_TREE, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=sfd)
+        self._handed = _bound_path(tfd, os.path.join(self._dir, name, STAGING_TREE))
         log = self._log
         if log.debug:
             from ._log import DEBUG, STARTED
@@ -196,6 +211,41 @@ class AtomicDirectory:
                 "temp_path": os.path.join(self._dir, name),
                 "operation": "atomic_directory",
             })  # fmt: skip
+
+    def _claim(self, name: str, parent: os.stat_result) -> int:
+        """Open and lock the directory we just made as `name`: its descriptor, or -1 when
+        it is no longer ours to use (then the caller takes a new name).
+
+        Between our mkdir and our flock a sweep may find it unlocked: if the sweep holds
+        the lock, the directory is the sweep's to remove; if the sweep removed it already,
+        the name is gone or names something else. Either way we never work in it."""
+        dfd = self._dfd
+        try:
+            sfd = os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dfd)
+        except (FileNotFoundError, NotADirectoryError):
+            return -1
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink put at the name
+                return -1
+            raise
+        try:
+            mine = os.fstat(sfd)
+            theirs = mine.st_dev != parent.st_dev or mine.st_uid != _permissions.euid()
+            if theirs or _fs.try_lock(sfd) is False:
+                os.close(sfd)
+                return -1
+            # Locked: make sure the name still leads to it (not removed meanwhile).
+            try:
+                now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(sfd)
+            raise
+        if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+            os.close(sfd)
+            return -1
+        return sfd
 
     def _check_target(self, st: os.stat_result, parent: os.stat_result) -> None:
         if stat.S_ISLNK(st.st_mode):
@@ -226,12 +276,12 @@ class AtomicDirectory:
         published = False
         try:
             try:
-                self._finish_top()
+                self._set_mode()
                 if self._durable:
                     self._step = "fsync"
                     from ._batch import sync_tree
 
-                    sync_tree(self._sfd, walk=True)
+                    sync_tree(self._tfd, walk=True)
                 self._step = "rename"
                 exchanged_at = now()
                 old_fd = self._lock_target()
@@ -263,8 +313,8 @@ class AtomicDirectory:
                         self._warn_dir_sync()
                 except OSError as exc:
                     sync_error = exc
-            if exchanged:
-                self._drop_old()
+            self._drop_old(exchanged)
+            self._give_owner()
             if sync_error is not None:
                 # The new tree is in place but may not survive a power loss: say so.
                 self._state = _FAILED
@@ -283,26 +333,56 @@ class AtomicDirectory:
                 "total_duration": ms(self._start),
             })  # fmt: skip
 
-    def _finish_top(self) -> None:
-        """The new top directory's mode (and the old one's owner, where we may)."""
+    def _set_mode(self) -> None:
+        """The new top directory's final mode, before the exchange; while its owner or
+        group is still the writer's and should become the old tree's, without set-id and
+        group bits (the writer's group must not gain access, even for an instant)."""
         self._step = "chmod"
-        sfd = self._sfd
+        tfd = self._tfd
         final = self._final_mode
         if final is None:
             final = 0o777 & ~_umask()  # what mkdir would have given
+        self._final_mode = final
+        mine = os.fstat(tfd)
+        self._owner = self._owner_to_give(mine)
+        if self._owner is not None:
+            final &= ~(_SETID | 0o070)
+        os.fchmod(tfd, final)
+
+    def _owner_to_give(self, mine: os.stat_result) -> tuple[int, int] | None:
+        """The old tree's (uid, gid) if the new tree should get them, else None.
+
+        In a sticky world-writable parent (/tmp) the new tree stays the writer's when the
+        old one was another user's, as `AtomicFile` does for a file: anyone may create
+        the name there first, and must not be handed the writer's new tree."""
         old = self._target_stat
-        if old is not None and hasattr(os, "fchown"):
-            mine = os.fstat(sfd)
-            if (mine.st_uid, mine.st_gid) != (old.st_uid, old.st_gid):
-                try:
-                    os.fchown(sfd, old.st_uid, old.st_gid)
-                except OSError:
-                    final &= ~(stat.S_ISUID | stat.S_ISGID | 0o070)  # best effort, never wider
-        os.fchmod(sfd, final)
+        if old is None or not hasattr(os, "fchown"):
+            return None
+        if (old.st_uid, old.st_gid) == (mine.st_uid, mine.st_gid):
+            return None
+        parent = self._parent_stat
+        assert parent is not None
+        sticky_shared = parent.st_mode & stat.S_ISVTX and parent.st_mode & stat.S_IWOTH
+        if sticky_shared and old.st_uid != mine.st_uid:
+            return None
+        return old.st_uid, old.st_gid
+
+    def _give_owner(self) -> None:
+        """After the exchange (through the descriptor we hold): the old tree's owner and
+        group, then the full final mode. Best effort: on a refusal the mode stays narrow."""
+        owner = self._owner
+        if owner is None or self._final_mode is None:
+            return
+        try:
+            os.fchown(self._tfd, *owner)
+            os.fchmod(self._tfd, self._final_mode)
+        except OSError as exc:
+            self._warn_owner(exc)
 
     def _lock_target(self) -> int:
-        """Open and lock the current target: once exchanged it sits under a temp name,
-        and the lock keeps the sweep off it while we remove or keep it. -1: no target."""
+        """Open and lock the current target: once exchanged it sits in the staging
+        directory, and the lock keeps the sweep off it while we remove or keep it.
+        -1: no target."""
         try:
             fd = os.open(self._base, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=self._dfd)
         except FileNotFoundError:
@@ -320,13 +400,14 @@ class AtomicDirectory:
         return fd
 
     def _swap(self, old_fd: int) -> bool:
-        """Put the staging tree at the target's name. True: exchanged (the old tree is now
-        under the staging name); False: there was no target."""
-        dfd, name, base = self._dfd, self._name, self._base
+        """Put the new tree at the target's name. True: a target was replaced (the old
+        tree is now `tree` in the staging directory, or aside with `fallback=True`);
+        False: there was no target."""
+        sfd, dfd, base = self._sfd, self._dfd, self._base
         for _ in range(2):
             if old_fd >= 0:
                 try:
-                    _fs.exchange(name, base, dfd)
+                    _fs.rename_between(sfd, STAGING_TREE, dfd, base, _fs.RENAME_EXCHANGE)
                     return True
                 except OSError as exc:
                     if exc.errno == errno.ENOENT:
@@ -338,7 +419,7 @@ class AtomicDirectory:
                         raise _error(exc.errno or errno.ENOTSUP, self.path, _NO_EXCHANGE) from exc
                     return self._two_renames()
             try:
-                self._rename_new(name, base, dfd)
+                _rename_new(sfd, STAGING_TREE, dfd, base)
                 return False
             except FileExistsError:
                 old_fd = self._lock_target()  # one appeared meanwhile: exchange with it
@@ -347,48 +428,54 @@ class AtomicDirectory:
                 self._extra_fd = old_fd
         raise _error(errno.EAGAIN, self.path, "The target kept changing during the commit")
 
-    @staticmethod
-    def _rename_new(name: str, base: str, dfd: int) -> None:
-        try:
-            _rename_noreplace_dir(name, base, dfd)
-        except OSError as exc:
-            if exc.errno == errno.ENOTEMPTY:
-                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), base) from exc
-            raise
-
     def _two_renames(self) -> bool:
-        """The documented fallback: old tree aside, new tree in. The target's name is
-        missing between the two renames."""
+        """The documented fallback: old tree aside, new tree in; the target's name is
+        missing in between. The aside name `.<name>.<hex>.old` is not temp-shaped: if the
+        process dies between the two renames the sweep leaves the old tree there, to be
+        renamed back by hand. An exception (KeyboardInterrupt included) at any point puts
+        the old tree back unless the new one is already in."""
         dfd, base = self._dfd, self._base
-        aside = _naming.temp_name(base, _naming.token())
-        os.rename(base, aside, src_dir_fd=dfd, dst_dir_fd=dfd)
+        aside = _kept_name(base)
         try:
-            os.rename(self._name, base, src_dir_fd=dfd, dst_dir_fd=dfd)
+            _rename_noreplace_dir(dfd, base, dfd, aside)
+            _rename_noreplace_dir(self._sfd, STAGING_TREE, dfd, base)
         except BaseException:
-            os.rename(aside, base, src_dir_fd=dfd, dst_dir_fd=dfd)
+            try:
+                # Decided by the file system, not by how far we got: the interrupt may
+                # land right after a rename returned.
+                _rename_noreplace_dir(dfd, aside, dfd, base)
+            except OSError:
+                pass  # never moved aside, or the new tree is in: nothing to undo
             raise
-        self._name = aside  # where the old tree now is
+        self._aside = aside
         return True
 
-    def _drop_old(self) -> None:
-        """The old tree is under the staging name: keep it (renamed) or remove it."""
-        dfd, name = self._dfd, self._name
-        if self._keep_old:
+    def _drop_old(self, exchanged: bool) -> None:
+        """Keep the old tree (renamed to `.<name>.<hex>.old`) or remove it."""
+        if self._aside:  # fallback=True: it is already under a kept name
+            aside, self._aside = self._aside, ""
+            if self._keep_old:
+                self.old_path = self._path_of(aside)
+            else:
+                self._remove(self._dfd, aside)
+        elif exchanged and self._keep_old:
             for _ in range(_ATTEMPTS):
-                kept = _naming.temp_name(self._base, _naming.token())[:-4] + ".old"
+                kept = _kept_name(self._base)
                 try:
-                    _rename_noreplace_dir(name, kept, dfd)
+                    _rename_noreplace_dir(self._sfd, STAGING_TREE, self._dfd, kept)
                 except FileExistsError:
                     continue
                 except OSError as exc:
                     self._warn_cleanup(exc)
                     return
-                from pathlib import Path
-
-                self.old_path = Path(os.path.join(self._dir, kept))
-                return
-            return
+                self.old_path = self._path_of(kept)
+                break
         self._remove_staging()
+
+    def _path_of(self, name: str) -> Path:
+        from pathlib import Path
+
+        return Path(os.path.join(self._dir, name))
 
     def discard(self) -> None:
         """Abandon the new tree: remove the staging directory, leave the target. Inside
@@ -488,14 +575,34 @@ class AtomicDirectory:
                 raise
 
     def _remove_staging(self) -> None:
+        """Empty the staging directory through its descriptor (nobody else can write in
+        it), then remove its name if the name is still it."""
         name, self._name = self._name, ""
+        sfd = self._sfd
+        self._remove(sfd, STAGING_TREE)
         try:
-            remove_tree(self._dfd, name)
+            now = os.stat(name, dir_fd=self._dfd, follow_symlinks=False)
+            mine = os.fstat(sfd)
+            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                os.rmdir(name, dir_fd=self._dfd)
+        except FileNotFoundError:
+            pass
         except OSError as exc:
             self._warn_cleanup(exc)  # a named leftover the sweep can remove
 
+    def _remove(self, dir_fd: int, name: str) -> None:
+        try:
+            remove_tree(dir_fd, name)
+        except NotADirectoryError:
+            try:
+                os.unlink(name, dir_fd=dir_fd)  # a symlink exchanged in: the link goes
+            except OSError as exc:
+                self._warn_cleanup(exc)
+        except OSError as exc:
+            self._warn_cleanup(exc)
+
     def _release(self) -> None:
-        for attr in ("_sfd", "_dfd", "_extra_fd"):
+        for attr in ("_tfd", "_sfd", "_dfd", "_extra_fd"):
             fd = getattr(self, attr, -1)
             setattr(self, attr, -1)
             _fs.close_quietly(fd)
@@ -523,6 +630,17 @@ class AtomicDirectory:
                 "cleanup_error_code": error_code(exc),
             })  # fmt: skip
 
+    def _warn_owner(self, exc: OSError) -> None:
+        from ._log import OWNER_KEPT_FAILED, WARNING, error_code
+
+        log: EventLog = self._log
+        if log.enabled(WARNING):
+            log.emit(WARNING, OWNER_KEPT_FAILED, {
+                "target_path": self.path,
+                "error_code": error_code(exc),
+                "operation": "atomic_directory",
+            })  # fmt: skip
+
     def _warn_dir_sync(self) -> None:
         from ._log import DIR_SYNC_SKIPPED, WARNING
 
@@ -539,6 +657,28 @@ def _error(code: int, path: str, message: str | None = None) -> OSError:
     return OSError(code, message or os.strerror(code), path)
 
 
+def _bound_path(fd: int, by_name: str) -> Path:
+    """A path to the directory open as `fd` that resolves through the descriptor, not
+    through names another user may change: `/proc/<pid>/fd/<fd>` (child processes of the
+    same user reach it too). Where /proc doesn't lead there (no /proc: macOS, BSD), the
+    path by name."""
+    from pathlib import Path
+
+    proc = f"/proc/{os.getpid()}/fd/{fd}"
+    try:
+        seen, mine = os.stat(proc), os.fstat(fd)
+    except OSError:
+        return Path(by_name)
+    if (seen.st_dev, seen.st_ino) == (mine.st_dev, mine.st_ino):
+        return Path(proc)
+    return Path(by_name)
+
+
+def _kept_name(base: str) -> str:
+    """`.<base>.<16 hex>.old`: apart from the temp shape, so the sweep never removes it."""
+    return _naming.temp_name(base, _naming.token())[: -len(".tmp")] + ".old"
+
+
 def _umask() -> int:
     """The process umask, read without changing it where /proc says it (Linux 4.7+)."""
     try:
@@ -553,25 +693,33 @@ def _umask() -> int:
     return mask
 
 
-def _rename_noreplace_dir(src: str, dst: str, dir_fd: int) -> None:
-    """Rename the directory `src` to `dst` only if `dst` does not exist (EEXIST).
+def _rename_new(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """The new tree to a name that had no target: FileExistsError if one appeared."""
+    try:
+        _rename_noreplace_dir(src_fd, src, dst_fd, dst)
+    except OSError as exc:
+        if exc.errno == errno.ENOTEMPTY:
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from exc
+        raise
+
+
+def _rename_noreplace_dir(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """Rename the directory `src` (in `src_fd`) to `dst` (in `dst_fd`) only if `dst` does
+    not exist (EEXIST).
 
     renameat2(RENAME_NOREPLACE) where there is one; else a check, then rename(2), which at
     worst replaces a directory that appeared empty in between (never a file: ENOTDIR,
     never a non-empty directory: ENOTEMPTY)."""
-    func = _fs._renameat2 or _fs._load_renameat2()
-    if func:
-        if func(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), _fs.RENAME_NOREPLACE) == 0:
-            return
-        import ctypes
-
-        code = ctypes.get_errno()
-        if code not in _fs.EXCHANGE_UNSUPPORTED - {errno.EXDEV}:
-            raise OSError(code, os.strerror(code), src, None, dst)
     try:
-        os.stat(dst, dir_fd=dir_fd, follow_symlinks=False)
+        _fs.rename_between(src_fd, src, dst_fd, dst, _fs.RENAME_NOREPLACE)
+        return
+    except OSError as exc:
+        if exc.errno not in _fs.EXCHANGE_UNSUPPORTED - {errno.EXDEV}:
+            raise
+    try:
+        os.stat(dst, dir_fd=dst_fd, follow_symlinks=False)
     except FileNotFoundError:
-        os.rename(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
         return
     raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
 

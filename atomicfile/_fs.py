@@ -279,3 +279,24 @@ def _load_statx() -> Any:
     func.restype = ctypes.c_int
     _statx = func
     return func
+
+
+def rename_between(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str, flags: int) -> None:
+    """renameat2(`flags`) from `src` in one directory descriptor to `dst` in another:
+    RENAME_NOREPLACE or RENAME_EXCHANGE (Linux), RENAME_EXCHANGE as renameatx_np's
+    RENAME_SWAP (macOS, which has no RENAME_NOREPLACE of that value). Raises OSError;
+    ENOSYS where the system has no such call, an errno in `EXCHANGE_UNSUPPORTED` where the
+    file system refuses the flag."""
+    import ctypes
+
+    if sys.platform == "darwin" and flags == RENAME_EXCHANGE:
+        func = _renameatx_np if _renameatx_np is not None else _load_renameatx_np()
+    elif sys.platform.startswith("linux"):
+        func = _renameat2 if _renameat2 is not None else _load_renameat2()
+    else:
+        func = False
+    if not func:
+        raise OSError(errno.ENOSYS, "No renameat2 on this system", src, None, dst)
+    if func(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), src, None, dst)

@@ -535,12 +535,16 @@ def dir_holder() -> Iterator[Any]:
 
 
 def staging_dir(parent: Path, base: str = "site", token: str = HEX) -> Path:
-    """A staging directory with a tree in it, as a killed AtomicDirectory writer leaves."""
+    """A staging directory as a killed AtomicDirectory writer leaves it: mode 0700, and in
+    it only the directory `tree`, holding what the writer had written."""
     path = parent / f".{base}.{token}.tmp"
-    (path / "css" / "deep").mkdir(parents=True)
-    (path / "index.html").write_bytes(b"<html>")
-    (path / "css" / "deep" / "a.css").write_bytes(b"a{}")
-    (path / f".index.html.{HEX}.tmp").write_bytes(b"")  # a temp inside: goes with the tree
+    path.mkdir()
+    path.chmod(0o700)
+    inner = path / "tree"
+    (inner / "css" / "deep").mkdir(parents=True)
+    (inner / "index.html").write_bytes(b"<html>")
+    (inner / "css" / "deep" / "a.css").write_bytes(b"a{}")
+    (inner / f".index.html.{HEX}.tmp").write_bytes(b"")  # a temp inside: goes with the tree
     return path
 
 
@@ -558,12 +562,12 @@ def test_dead_staging_directory_is_removed_whole(tmp_path: Path) -> None:
     (work / "site").mkdir()
     stage = staging_dir(work)
     # Links inside point out of the tree: removed as links, never followed.
-    (stage / "link-to-dir").symlink_to(outside / "dir", target_is_directory=True)
-    (stage / "css" / "link-to-file").symlink_to(outside / "file")
+    (stage / "tree" / "link-to-dir").symlink_to(outside / "dir", target_is_directory=True)
+    (stage / "tree" / "css" / "link-to-file").symlink_to(outside / "file")
     before_outside = tree_of(outside)
 
     assert clean_stale_temps(work, dry_run=True) == [str(stage)]
-    assert "index.html" in tree_of(stage)
+    assert "tree/index.html" in tree_of(stage)
     assert clean_stale_temps(work) == [str(stage)]  # the directory, not each file in it
     assert listing(work) == ["site"]
     assert tree_of(outside) == before_outside
@@ -574,7 +578,9 @@ def test_dead_staging_directory_is_removed_whole(tmp_path: Path) -> None:
 def test_live_staging_directory_is_kept(tmp_path: Path, dir_holder: Any) -> None:
     stage = staging_dir(tmp_path)
     dead = staging_dir(tmp_path, "other", HEX[::-1])
-    inner_stale = stage / "css" / f".a.css.{HEX}.tmp"  # nobody's lock: but inside a live tree
+    inner_stale = (
+        stage / "tree" / "css" / f".a.css.{HEX}.tmp"
+    )  # nobody's lock: but inside a live tree
     inner_stale.write_bytes(b"")
     before = tree_of(stage)
     holder = dir_holder(stage)
@@ -611,7 +617,7 @@ def test_staging_directory_log_events(tmp_path: Path, caplog: pytest.LogCaptureF
 
 def test_staging_directory_holding_a_mount_point(tmp_path: Path) -> None:
     stage = staging_dir(tmp_path)
-    with mount_tmpfs(stage / "mnt", "size=64k") as mnt:
+    with mount_tmpfs(stage / "tree" / "mnt", "size=64k") as mnt:
         (mnt / "theirs").write_bytes(b"keep")
         assert clean_stale_temps(tmp_path) == []  # not reported: it could not be removed
         assert listing(mnt) == ["theirs"]  # nothing on the other file system was touched
@@ -644,7 +650,7 @@ def test_remove_tree(tmp_path: Path, dir_fd: int) -> None:
     (outside / "f").write_bytes(b"keep")
     old = staging_dir(tmp_path, "old")
     (old / "out").symlink_to(outside, target_is_directory=True)
-    (old / "css" / "deep" / "out").symlink_to(outside / "f")
+    (old / "tree" / "css" / "deep" / "out").symlink_to(outside / "f")
     os.mkfifo(old / "fifo")
     remove_tree(dir_fd, old.name)
     assert listing(tmp_path) == ["outside"]
@@ -686,3 +692,37 @@ def test_remove_tree_does_not_cross_a_mount_point(tmp_path: Path, dir_fd: int) -
         assert listing(mnt) == ["theirs"]
     remove_tree(dir_fd, "tree")
     assert listing(tmp_path) == []
+
+
+def test_users_own_temp_shaped_directory_survives(tmp_path: Path) -> None:
+    """Issue 18, item 12: only the exact staging layout is ours (mode 0700, nothing in it
+    but `tree`). A user's directory that merely has the name's shape survives the sweep
+    and `atomicfile clean`, contents included."""
+    cache = tmp_path / f".cache.{HEX}.tmp"
+    (cache / "objects").mkdir(parents=True)
+    (cache / "objects" / "pack").write_bytes(b"data")
+    (cache / "index").write_bytes(b"data")
+    private = tmp_path / f".notes.{HEX}.tmp"  # 0700, like ours, but a file in it
+    private.mkdir(mode=0o700)
+    (private / "todo").write_bytes(b"data")
+    tree_open = tmp_path / f".wide.{HEX}.tmp"  # only `tree`, but not 0700
+    (tree_open / "tree").mkdir(parents=True)
+    tree_open.chmod(0o755)
+    extra = tmp_path / f".extra.{HEX}.tmp"  # 0700 and `tree`, and more
+    (extra / "tree").mkdir(parents=True)
+    (extra / "README").write_bytes(b"data")
+    extra.chmod(0o700)
+    ours = staging_dir(tmp_path)
+    before = {p: tree_of(p) for p in (cache, private, tree_open, extra)}
+
+    assert clean_stale_temps(tmp_path, dry_run=True) == [str(ours)]
+    done = subprocess.run(
+        [sys.executable, "-m", "atomicfile", "clean", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert clean_stale_temps(tmp_path) == []  # the CLI removed ours, and only ours
+    assert listing(tmp_path) == sorted(p.name for p in before)
+    assert {p: tree_of(p) for p in before} == before
+    assert (cache / "objects" / "pack").read_bytes() == b"data"

@@ -511,9 +511,10 @@ def test_clean_print0_with_a_newline_in_a_name(tmp_path: Path, command: list[str
 
 
 def test_clean_removes_a_dead_staging_directory(tmp_path: Path) -> None:
-    stage = tmp_path / f".site.{HEX}.tmp"
-    (stage / "sub").mkdir(parents=True)
-    (stage / "sub" / "index.html").write_bytes(b"<html>")
+    stage = tmp_path / f".site.{HEX}.tmp"  # the staging layout: 0700, only `tree` in it
+    (stage / "tree" / "sub").mkdir(parents=True)
+    (stage / "tree" / "sub" / "index.html").write_bytes(b"<html>")
+    stage.chmod(0o700)
     done = run("clean", "-r", tmp_path)
     assert (done.returncode, done.stdout, done.stderr) == (0, f"{stage}\n".encode(), b"")
     assert listing(tmp_path) == []

@@ -28,6 +28,13 @@ from conftest import listing, mount_tmpfs, needs_root
 STAGING_RE = r"\.{base}\.[0-9a-f]{{16}}\.tmp"
 
 
+def staging_of(d: Path) -> Path:
+    """The staging directory that holds the new tree `d` (`/proc/<pid>/fd/<n>`)."""
+    real = Path(os.readlink(d))
+    assert real.name == "tree"
+    return real.parent
+
+
 def tree(root: Path) -> dict[str, str]:
     """Every file under `root` (relative path -> content); directories as '<dir>'."""
     out: dict[str, str] = {}
@@ -88,9 +95,14 @@ def test_replaces_tree_keeps_mode(tmp_path: Path, kind: str) -> None:
 
     def body(d: Path) -> None:
         assert isinstance(d, Path)
-        assert d.parent == tmp_path
-        assert re.fullmatch(STAGING_RE.format(base="site"), d.name)
-        assert is_temp_name(d.name)  # the sweep's shape: a dead writer's leftover is found
+        # `d` leads to the new tree through the writer's descriptor; the tree is `tree` in
+        # a staging directory beside the target.
+        assert re.fullmatch(r"/proc/\d+/fd/\d+", str(d))
+        staging = staging_of(d)
+        assert staging.parent == tmp_path
+        assert re.fullmatch(STAGING_RE.format(base="site"), staging.name)
+        assert is_temp_name(staging.name)  # the sweep's shape: a dead writer's leftover is found
+        assert listing(staging) == ["tree"]
         seen.extend(listing(tmp_path))
         fill(d)
         assert tree(site) == OLD  # nothing published yet
@@ -143,7 +155,8 @@ def test_staging_is_private_and_locked_while_open(tmp_path: Path) -> None:
     site = make_old(tmp_path)
     with AtomicDirectory(site) as d:
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        assert stat.S_IMODE(os.stat(staging_of(d)).st_mode) == 0o700
+        fd = os.open(staging_of(d), os.O_RDONLY | os.O_DIRECTORY)
         try:
             with pytest.raises(BlockingIOError):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what the sweep tries first
@@ -437,6 +450,28 @@ def test_sweep_keeps_a_live_staging_directory(tmp_path: Path) -> None:
     with AtomicDirectory(site) as d:
         fill(d)
         assert atomicfile.clean_stale_temps(tmp_path) == []  # locked: a live writer's
-        assert sorted(listing(tmp_path)) == sorted(["site", d.name])
+        assert sorted(listing(tmp_path)) == sorted(["site", staging_of(d).name])
     assert tree(site) == NEW
     assert listing(tmp_path) == ["site"]
+
+
+def test_d_is_usable_by_child_processes_and_copytree(tmp_path: Path) -> None:
+    """`d` resolves through the writer's descriptor; a child process of the same user and
+    `shutil.copytree` reach the new tree through it."""
+    import shutil
+
+    site = make_old(tmp_path)
+    src = tmp_path / "src"
+    (src / "css").mkdir(parents=True)
+    (src / "css" / "a.css").write_text("a{}")
+    with AtomicDirectory(site) as d:
+        code = "import sys; open(sys.argv[1] + '/child.txt', 'w').write('from a child')"
+        subprocess.run([sys.executable, "-c", code, str(d)], check=True)
+        shutil.copytree(src, d / "assets")
+    assert tree(site) == {
+        "child.txt": "from a child",
+        "assets": "<dir>",
+        os.path.join("assets", "css"): "<dir>",
+        os.path.join("assets", "css", "a.css"): "a{}",
+    }
+    assert listing(tmp_path) == ["site", "src"]

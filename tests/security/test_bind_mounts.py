@@ -146,10 +146,12 @@ def test_replace_keeps_a_mount_inside_the_old_tree(
     assert snapshot(site) == {"index.html": b"new index"}
     old = [n for n in listing(tmp_path) if STAGING.fullmatch(n)]
     assert len(old) == 1
-    check_untouched(tmp_path, tmp_path / old[0] / "sub" / "data")
+    # The old tree is `tree` in the writer's staging directory.
+    check_untouched(tmp_path, tmp_path / old[0] / "tree" / "sub" / "data")
     assert listing(tmp_path) == sorted([*old, *outside_listing(tmp_path), "site"])
-    assert listing(tmp_path / old[0]) == ["sub"]
-    assert listing(tmp_path / old[0] / "sub") == ["data"]
+    assert listing(tmp_path / old[0]) == ["tree"]
+    assert listing(tmp_path / old[0] / "tree") == ["sub"]
+    assert listing(tmp_path / old[0] / "tree" / "sub") == ["data"]
     warnings = [(r.getMessage(), r.__dict__.get("cleanup_error_code")) for r in caplog.records]
     assert warnings == [("Failed to clean up temp file", "EXDEV")]
 

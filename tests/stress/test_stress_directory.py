@@ -246,3 +246,41 @@ def test_sigkill_batch_each_file_old_or_new(tmp_path: Path) -> None:
         before, current = now, max(current, *now.values())
         leftovers_are_sweepable(tmp_path, set(names))
     assert current > 0
+
+
+SWEEPER = r"""
+import os, sys
+from atomicfile import clean_stale_temps
+parent, stop = sys.argv[1], sys.argv[2]
+sweeps = 0
+print("ready", flush=True)
+while not os.path.exists(stop):
+    clean_stale_temps(parent)
+    sweeps += 1
+print(sweeps, flush=True)
+"""
+
+
+def test_writes_never_fail_under_a_sweep_in_a_loop(tmp_path: Path) -> None:
+    """Issue 18, item 11, with a real racing sweep: another process sweeps the parent as
+    fast as it can while 1,000 AtomicDirectory writes run. A sweep that catches a staging
+    directory between the writer's mkdir and its flock takes it; the writer must start
+    over with a new name, never fail (ENOENT) and never publish a partial tree."""
+    parent = tmp_path / "p"
+    parent.mkdir()
+    target = parent / "site"
+    make_version(target, 0)
+    stop = tmp_path / "stop"
+    sweeper = start(SWEEPER, str(parent), str(stop))
+    try:
+        writer = start(WRITER, str(target), "1", str(trials(1000)), "0", ",".join(NAMES))
+        out, _ = writer.communicate()
+    finally:
+        stop.write_text("")
+        swept, _ = sweeper.communicate()
+    assert sweeper.returncode == 0
+    print("sweeps:", swept.split())
+    assert writer.returncode == 0
+    assert out.split()[-1] == str(trials(1000))
+    assert read_tree(target) == {trials(1000)}
+    leftovers_are_sweepable(parent, {"site"})
