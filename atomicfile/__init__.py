@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._core import AtomicFile, atomic_write
 from ._errors import SessionFileError
+from ._move import atomic_move, atomic_move_async
 from ._symlink import atomic_symlink, atomic_symlink_async
 
 TYPE_CHECKING = False
@@ -26,6 +27,8 @@ __all__ = [
     "AtomicFile",
     "SessionFileError",
     "__version__",
+    "atomic_move",
+    "atomic_move_async",
     "atomic_symlink",
     "atomic_symlink_async",
     "atomic_write",
@@ -34,7 +37,7 @@ __all__ = [
 ]
 
 for _obj in (
-    AtomicFile, SessionFileError, atomic_write, atomic_symlink,
+    AtomicFile, SessionFileError, atomic_write, atomic_move, atomic_move_async, atomic_symlink,
     atomic_symlink_async,
 ):  # fmt: skip
     _obj.__module__ = __name__
