@@ -134,6 +134,11 @@ class _Move:
             if durable:
                 self.step = "fsync"
                 _fs.fsync_file(tfd)
+            else:
+                # NFS sends the data at close (close-to-open): close a duplicate before the
+                # rename, keeping our descriptor and with it the sweep lock.
+                self.step = "close"
+                os.close(os.dup(tfd))
             self.step = "rename"
             if overwrite:
                 os.replace(temp, self.dst_name, src_dir_fd=dfd, dst_dir_fd=dfd)
@@ -176,6 +181,9 @@ class _Move:
                 tfd = os.open(name, _TEMP_FLAGS, mode, dir_fd=dfd)
             except FileExistsError:
                 continue
+            except OSError as err:
+                err.filename = _local.join(self.dst_dir, name)  # not the bare name at the fd
+                raise
             if _fs.try_lock(tfd) is not False and os.fstat(tfd).st_nlink:
                 return name, tfd
             # Locked by someone else, or swept between the create and the lock: another name.

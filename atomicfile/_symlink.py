@@ -71,6 +71,7 @@ def atomic_symlink(target: StrOrBytesPath, link: StrOrBytesPath, *, durable: boo
 def _switch(dfd: int, directory: str, base: str, dest: str) -> None:
     """Create a temp link to `dest` in the directory `dfd` and rename it over `base`."""
     name_max = _naming.NAME_MAX
+    shortened = False
     for _ in range(_ATTEMPTS):
         temp = _naming.temp_name(base, _naming.token(), name_max)
         try:
@@ -78,8 +79,9 @@ def _switch(dfd: int, directory: str, base: str, dest: str) -> None:
         except FileExistsError:
             continue
         except OSError as err:
-            if err.errno == errno.ENAMETOOLONG and name_max == _naming.NAME_MAX:
-                name_max = os.fpathconf(dfd, "PC_NAME_MAX")  # a file system with shorter names
+            if err.errno == errno.ENAMETOOLONG and not shortened:
+                # A file system whose names are shorter than Linux's usual 255 bytes.
+                name_max, shortened = os.fpathconf(dfd, "PC_NAME_MAX"), True
                 continue
             err.filename = _local.join(directory, temp)
             raise
