@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ._core import AtomicFile, atomic_write
 from ._errors import SessionFileError
+from ._move import atomic_move, atomic_move_async
+from ._symlink import atomic_symlink, atomic_symlink_async
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -25,12 +27,19 @@ __all__ = [
     "AtomicFile",
     "SessionFileError",
     "__version__",
+    "atomic_move",
+    "atomic_move_async",
+    "atomic_symlink",
+    "atomic_symlink_async",
     "atomic_write",
     "atomic_write_async",
     "clean_stale_temps",
 ]
 
-for _obj in (AtomicFile, SessionFileError, atomic_write):
+for _obj in (
+    AtomicFile, SessionFileError, atomic_write, atomic_move, atomic_move_async, atomic_symlink,
+    atomic_symlink_async,
+):  # fmt: skip
     _obj.__module__ = __name__
 del _obj
 

@@ -67,15 +67,15 @@ def clean_stale_temps(
     process or another.
 
     Only entries with the exact shape of this library's temp names are considered
-    (`.<target basename>.<16 lowercase hex>.tmp`): regular files, and directories with
-    the exact layout of an `AtomicDirectory` staging directory (mode 0700, nothing in it
-    but `tree`, or nothing; removed whole); never a symlink, a FIFO or a device, nor a
-    user's directory that merely has the name's shape, and nothing else is ever touched.
-    `recursive=True` also sweeps subdirectories (symlinks to directories are not followed,
-    and a staging directory is not searched: it is removed whole or kept whole).
-    `target="name.json"` considers only the temps of that file name (a basename, in every
-    directory swept). `dry_run=True` removes nothing and returns what would be
-    removed. Returns the paths removed (each one the sweep itself unlinked), sorted.
+    (`.<target basename>.<16 lowercase hex>.tmp`): regular files; directories with the
+    exact layout of an `AtomicDirectory` staging directory (mode 0700, nothing in it but
+    `tree`, or nothing; removed whole); and symlinks only by age (`older_than`, below);
+    never a FIFO or a device, nor a user's directory that merely has the name's shape, and
+    nothing else is ever touched. `recursive=True` also sweeps subdirectories (symlinks to
+    directories are not followed, and a staging directory is not searched: it is removed
+    whole or kept whole). `target="name.json"` considers only the temps of that file name
+    (a basename, in every directory swept). `dry_run=True` removes nothing and returns what
+    would be removed. Returns the paths removed (each one the sweep itself unlinked), sorted.
 
     How it knows: every writer holds an exclusive `flock` on its temp for the whole write,
     so the sweep opens each candidate (O_NOFOLLOW, non-blocking) relative to its directory's
@@ -99,7 +99,12 @@ def clean_stale_temps(
 
     Raises `FileNotFoundError`, `NotADirectoryError` or `PermissionError` (plain `OSError`s)
     if `directory` itself cannot be listed; unreadable subdirectories are logged and skipped.
-    `ValueError` if `target` is not a plain file name.
+    `ValueError` if `target` is not a plain file name or `older_than` is negative.
+
+    `older_than` (seconds or a timedelta): nothing modified more recently than that is
+    removed; and temp-shaped symlinks older than that are (`atomic_symlink`'s temp links,
+    left by a crash: a symlink can't be locked, so its age is all there is to go by; a
+    sweep without `older_than` never touches a symlink).
 
     An `s3://bucket/prefix` URL sweeps the incomplete multipart uploads under it instead,
     aborting those started more than `older_than` (seconds or a timedelta; required there)
@@ -112,8 +117,9 @@ def clean_stale_temps(
             directory, older_than=older_than, dry_run=dry_run, logger=logger,
             storage_options=storage_options,
         )  # fmt: skip
-    if older_than is not None or storage_options is not None:
-        raise ValueError("older_than and storage_options apply to a remote (s3://) prefix")
+    if storage_options is not None:
+        raise ValueError("storage_options apply to a remote (s3://) prefix")
+    max_age = None if older_than is None else _seconds(older_than)
     from ._log import EventLog
 
     if target is not None:
@@ -126,9 +132,11 @@ def clean_stale_temps(
     log = EventLog(logger)
     root = os.fsdecode(os.fspath(directory))
     if _fs.WINDOWS:
+        if max_age is not None:
+            raise ValueError("older_than is not supported for a local directory on Windows")
         removed = _clean_by_path(root, recursive, target, dry_run, log)
     else:
-        removed = _clean_by_fd(root, recursive, target, dry_run, log)
+        removed = _clean_by_fd(root, recursive, target, dry_run, log, max_age)
     removed.sort()
     return removed
 
@@ -167,13 +175,20 @@ def remove_tree(dir_fd: int, name: str) -> None:
 
 
 def _clean_by_fd(
-    root: str, recursive: bool, target: str | None, dry_run: bool, log: EventLog
+    root: str,
+    recursive: bool,
+    target: str | None,
+    dry_run: bool,
+    log: EventLog,
+    max_age: float | None = None,
 ) -> list[str]:
     # The top directory is the caller's own path: symlinks in it are followed, as `find -H`.
     top = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
     removed: list[str] = []
     try:
-        subdirs = _sweep_directory(top, root, target, dry_run, log, removed, first=True)
+        subdirs = _sweep_directory(
+            top, root, target, dry_run, log, removed, first=True, max_age=max_age
+        )
     except BaseException:
         os.close(top)
         raise
@@ -197,7 +212,9 @@ def _clean_by_fd(
                 _scan_failed(log, sub_path, exc)
                 continue
             try:
-                found = _sweep_directory(sub, sub_path, target, dry_run, log, removed)
+                found = _sweep_directory(
+                    sub, sub_path, target, dry_run, log, removed, max_age=max_age
+                )
             except BaseException:
                 os.close(sub)
                 raise
@@ -216,6 +233,7 @@ def _sweep_directory(
     log: EventLog,
     removed: list[str],
     first: bool = False,
+    max_age: float | None = None,
 ) -> list[str]:
     """Sweep the candidates in the directory open as `fd`; return its other subdirectories
     (names, in reverse order so that popping visits them sorted)."""
@@ -240,7 +258,7 @@ def _sweep_directory(
             if is_dir:
                 subdirs.append(name)
             continue
-        outcome, kind = _sweep_entry(fd, name, dry_run)
+        outcome, kind = _sweep_entry(fd, name, dry_run, max_age)
         entry_path = os.path.join(path, name)
         if outcome is None:
             removed.append(entry_path)
@@ -288,18 +306,64 @@ def _why(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
-def _sweep_entry(dir_fd: int, name: str, dry_run: bool) -> tuple[str | None, str]:
+def _sweep_entry(
+    dir_fd: int, name: str, dry_run: bool, max_age: float | None = None
+) -> tuple[str | None, str]:
     """Remove the temp-shaped entry `name` of `dir_fd` if it is stale: (None, kind) if
-    removed (or removable, in a dry run), else (why it was kept, kind)."""
+    removed (or removable, in a dry run), else (why it was kept, kind). `max_age`
+    (`older_than`, in seconds): nothing modified more recently is removed, and temp
+    symlinks older than that are (they can't be locked: age is all there is to go by)."""
     try:
         before = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except OSError:
         return "gone", "file"
+    if max_age is not None:
+        if _age(before) < max_age:
+            return "younger than older_than", "directory" if stat.S_ISDIR(
+                before.st_mode
+            ) else "file"
+        if stat.S_ISLNK(before.st_mode):
+            return _sweep_link(dir_fd, name, before, dry_run), "file"
     if stat.S_ISREG(before.st_mode):
         return _sweep_file(dir_fd, name, before, dry_run), "file"
     if stat.S_ISDIR(before.st_mode):
         return _sweep_staging_dir(dir_fd, name, before, dry_run), "directory"
     return "not a regular file or directory", "file"  # a symlink, a FIFO: never ours
+
+
+def _seconds(older_than: float | timedelta) -> float:
+    seconds = (
+        older_than.total_seconds() if hasattr(older_than, "total_seconds") else float(older_than)
+    )
+    if not seconds >= 0:
+        raise ValueError(f"older_than must be >= 0, not {older_than!r}")
+    return seconds
+
+
+def _age(st: os.stat_result) -> float:
+    """Seconds since the entry was last modified (a symlink: since it was created)."""
+    import time
+
+    return time.time() - st.st_mtime
+
+
+def _sweep_link(dir_fd: int, name: str, before: os.stat_result, dry_run: bool) -> str | None:
+    """Remove a temp-shaped symlink already found old enough: `atomic_symlink`'s temp link,
+    left by a crash between its create and its rename (a live one is renamed at once; one
+    removed under it is made again). No lock to take: the name must still be that link."""
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return "gone"
+    if not _same_file(now, before):
+        return "replaced"
+    if dry_run:
+        return None
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except OSError as exc:
+        return f"cannot remove: {_why(exc)}"
+    return None
 
 
 def _sweep_file(dir_fd: int, name: str, before: os.stat_result, dry_run: bool) -> str | None:

@@ -220,7 +220,7 @@ class AtomicFile(Writer, Generic[_F]):
 
                 codecs.lookup(encoding)  # LookupError now, not after the temp exists
         if permissions is not None:  # None, the default, needs no check: skip the call
-            _permissions.check(permissions)
+            _permissions.check(permissions, file=True)
         #: Where the target lives: the local file system or an object store.
         self.store: Store
         #: What `open()` would give as the file's `name`: the target as passed (an
@@ -254,6 +254,8 @@ class AtomicFile(Writer, Generic[_F]):
     #: The file `async with` gave, while the block runs.
     _async_file: AsyncFile[Any] | None = None
     _leftover = False
+    #: The file's position when open() returned it ('a': the end of the copy).
+    _opened_at = 0
     #: perf_counter() readings for the DEBUG events' durations, taken only when DEBUG is on.
     _start = 0.0
     _renamed_at = 0.0
@@ -297,6 +299,8 @@ class AtomicFile(Writer, Generic[_F]):
                 raise problem
             temp.create(self._permissions)
             self._file = file = temp.open_file(self.mode, *self._open_args, name=self.name)
+            if self._mode.kind == "a":
+                self._opened_at = file.tell()  # the copy's end (see `_abandoned`)
         except BaseException as exc:
             self._fail(exc)
             if needs_wrapping(exc):
@@ -449,6 +453,27 @@ class AtomicFile(Writer, Generic[_F]):
         if self._temp is not None:
             self._temp.forget()
 
+    def _abandoned(self) -> tuple[str, type[Warning]]:
+        """A file still open and never written when its AtomicFile is collected: most
+        likely `f = AtomicFile(p).open()`, which keeps no AtomicFile, so the write is gone
+        before the first `f.write`. Say so by default (a RuntimeWarning is shown, a
+        ResourceWarning is not), naming the pattern to use; otherwise the base's warning."""
+        file = self._file
+        try:
+            untouched = file is not None and not file.closed and file.tell() == self._opened_at
+        except Exception:
+            untouched = False  # can't tell: say only what is sure
+        if not untouched:
+            return super()._abandoned()
+        return (
+            f"{self!r} was garbage-collected with its file open and nothing written: the "
+            "write is discarded and the file closed, so writing to it fails ('I/O operation "
+            "on closed file'). `f = AtomicFile(path).open()` keeps no AtomicFile; use "
+            "`with AtomicFile(path) as f: ...`, or keep it: `af = AtomicFile(path); "
+            "f = af.open(); ...; af.commit()`",
+            RuntimeWarning,
+        )
+
     def _log_failure(self, exc: BaseException) -> None:
         log = self._log
         if log.enabled(_log.ERROR):
@@ -551,7 +576,12 @@ def atomic_write(
     size: int | None = None
     if not isinstance(data, str):
         open_mode = _BINARY[mode]
-        size = memoryview(data).nbytes  # TypeError here for data that is neither
+        try:
+            size = memoryview(data).nbytes
+        except TypeError:
+            raise TypeError(
+                f"data must be str or a bytes-like object, not {type(data).__name__}"
+            ) from None
     # In binary mode, encoding/errors/newline get the ValueError open() gives them.
     af: AtomicFile[Any] = AtomicFile(file, open_mode, -1, encoding, errors, newline, **options)
     af._size_hint = size

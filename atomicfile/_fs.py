@@ -143,6 +143,25 @@ def rename_noreplace(src: str, dst: str, dir_fd: int | None) -> bool:
     return True
 
 
+def rename_noreplace_between(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> bool:
+    """`rename_noreplace` from one directory to another: `src` relative to `src_dir_fd`,
+    `dst` relative to `dst_dir_fd`; EEXIST if `dst` exists, checked atomically. True when
+    the link(2) fallback was used: the caller must remove the `src` name."""
+    if WINDOWS:
+        raise OSError(errno.ENOSYS, "No directory descriptors on Windows", src, None, dst)
+    func = _renameat2 or _load_renameat2()
+    if func:
+        if func(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return False
+        import ctypes
+
+        code = ctypes.get_errno()
+        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise OSError(code, os.strerror(code), src, None, dst)
+    os.link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+    return True
+
+
 AT_FDCWD = -100
 
 

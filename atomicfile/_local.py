@@ -317,7 +317,7 @@ class LocalTemp:
             self.final_mode = None if target is None else stat.S_IMODE(target.st_mode)
         else:
             self.final_mode = _permissions.final_mode(
-                permissions, join(self._dir, self._base), target
+                permissions, join(self._dir, self._base), target, file=True
             )
         if target is not None and _HAS_XATTRS:
             self._read_xattrs()

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 NEW_FILE_MODE = 0o644
 
 
-def check(permissions: Permissions) -> None:
-    """Validate the `permissions=` option before any I/O."""
+def check(permissions: Permissions, file: bool = False) -> None:
+    """Validate the `permissions=` option before any I/O. `file=True`: the mode is a
+    regular file's, where the sticky bit means nothing (see `_check_bits`)."""
     if permissions is None or callable(permissions):
         return
     if isinstance(permissions, bool) or not isinstance(permissions, int):
@@ -28,19 +29,51 @@ def check(permissions: Permissions) -> None:
             "permissions must be None, an int mode such as 0o600, or a callable "
             f"(target, current_stat) -> int, not {type(permissions).__name__}"
         )
-    _check_bits(permissions)
+    _check_bits(permissions, file, "permissions=")
 
 
-def _check_bits(mode: int) -> int:
-    if not 0 <= mode <= 0o7777:
-        raise ValueError(f"permissions must be file mode bits in 0..0o7777, not {mode:#o}")
-    return mode
+def _valid(mode: int, file: bool) -> bool:
+    return 0 <= mode <= 0o7777 and not (file and mode & stat.S_ISVTX)
 
 
-def final_mode(permissions: Permissions, target: str, current: os.stat_result | None) -> int | None:
+def _check_bits(mode: int, file: bool, label: str) -> int:
+    """`mode` if it is mode bits (for a file: without the sticky bit, within 0o6777), else
+    a ValueError that says what it is and, where it can tell, what was meant.
+
+    The usual slip is a mode written in decimal: `permissions=644` is 0o1204, a sticky bit
+    on a file (Linux accepts and ignores it, so nothing else would ever say so).
+    """
+    if _valid(mode, file):
+        return mode
+    if mode < 0:
+        raise ValueError(f"{label}{mode}: file mode bits are in 0..0o7777")
+    digits = str(mode)
+    if len(digits) <= 4 and set(digits) <= set("01234567"):
+        # Its decimal digits read as a mode (what `chmod 644` means), less a sticky bit.
+        meant = int(digits, 8) & ~(stat.S_ISVTX if file else 0)
+        if meant and _valid(meant, file):
+            raise ValueError(f"{label}{mode} is {mode:#o}: did you mean {meant:#o}?")
+    sticky = stat.S_ISVTX if file else 0
+    if mode > 0o7777 and stat.S_IFMT(mode) and stat.S_IMODE(mode) & ~sticky:
+        raise ValueError(
+            f"{label}{mode:#o} holds a file type, as st_mode does: did you mean "
+            f"{stat.S_IMODE(mode) & ~sticky:#o} (its stat.S_IMODE)?"
+        )
+    if mode > 0o7777:
+        raise ValueError(f"{label}{mode:#o} is above 0o7777: file mode bits are in 0..0o7777")
+    raise ValueError(
+        f"{label}{mode:#o} has the sticky bit (0o1000), which means nothing on a file: "
+        f"did you mean {mode & ~stat.S_ISVTX:#o}?"
+    )
+
+
+def final_mode(
+    permissions: Permissions, target: str, current: os.stat_result | None, file: bool = False
+) -> int | None:
     """The exact mode to give the file, or None for "a new file's default, less the umask".
 
-    A hook is called here, once per write, before the temp file exists.
+    A hook is called here, once per write, before the temp file exists; its result is
+    checked as `check` checks an int (`file=True`: a regular file's mode).
     """
     if permissions is None:
         return None if current is None else stat.S_IMODE(current.st_mode)
@@ -51,7 +84,7 @@ def final_mode(permissions: Permissions, target: str, current: os.stat_result | 
     mode = permissions(Path(target), current)
     if isinstance(mode, bool) or not isinstance(mode, int):
         raise TypeError(f"permissions hook must return an int mode, not {type(mode).__name__}")
-    return _check_bits(mode)
+    return _check_bits(mode, file, "the permissions hook's result ")
 
 
 def create_mode(final: int | None) -> int:

@@ -206,14 +206,18 @@ class Writer:
         # An abandoned open write is discarded, as an unclosed file is closed, with the same
         # ResourceWarning. Never in a forked child: what it made belongs to the parent.
         if getattr(self, "_state", None) == OPEN and self._forks == forks:
-            message = f"unfinished {self!r} discarded: {self._abandoned_hint}"
+            message, category = self._abandoned()  # asked before the cleanup changes it
             try:
                 self._end(DISCARDED, None)  # first: a warning turned error must not skip it
             except Exception:
                 pass
             import warnings
 
-            warnings.warn(message, ResourceWarning, stacklevel=2)
+            warnings.warn(message, category, stacklevel=2)
+
+    def _abandoned(self) -> tuple[str, type[Warning]]:
+        """The warning for an open write collected unfinished, as for an unclosed file."""
+        return f"unfinished {self!r} discarded: {self._abandoned_hint}", ResourceWarning
 
     def _fail(self, exc: BaseException) -> None:
         """The write ends without publishing: an exception that is not an `Exception`

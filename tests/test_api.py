@@ -1171,12 +1171,13 @@ def test_mypy_accepts_a_mode_known_only_at_run_time() -> None:
 
 
 def test_chained_open_discards_with_a_warning_naming_commit(tmp_path: Path) -> None:
-    """Issue 10 (g): `f = AtomicFile(p).open()` keeps no AtomicFile: it is collected at
-    once, which discards the write (temp removed) with a ResourceWarning that says to keep
-    it and call commit(); the file is closed, so writing fails at once, as after close()."""
+    """Issue 10 (g), issue 21: `f = AtomicFile(p).open()` keeps no AtomicFile: it is
+    collected at once, which discards the write (temp removed) with a RuntimeWarning (shown
+    by default) that names the pattern to use; the file is closed, so writing fails at
+    once, as after close()."""
     target = tmp_path / "t"
     target.write_text("old")
-    with pytest.warns(ResourceWarning, match=r"unfinished .*discarded.*commit\(\)"):
+    with pytest.warns(RuntimeWarning, match=r"nothing written.*af\.commit\(\)"):
         f = AtomicFile(target).open()
         gc.collect()  # only for interpreters without reference counting
     assert f.closed
