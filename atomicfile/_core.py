@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, StrOrBytesPath
 
     from ._async import AsyncFile
+    from ._batch import SharedDirs
     from ._log import AnyLogger, EventLog
     from ._permissions import Permissions
     from ._store import Temp
@@ -146,7 +147,7 @@ class AtomicFile(Generic[_F]):
     """
 
     #: Set by `AtomicBatch`: directory descriptors its writes share (see `_local.LocalTemp`).
-    _dirs: _local.SharedDirs | None = None
+    _dirs: SharedDirs | None = None
 
     if TYPE_CHECKING:
 
