@@ -313,6 +313,34 @@ def test_one_durability_point(tmp_path: Path) -> None:
     assert listing(a) == ["f0", "f1", "f2"] and listing(b) == ["f0", "f1", "f2"]
 
 
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux syscalls")
+def test_one_directory_fsync_per_directory_after_chdir(tmp_path: Path) -> None:
+    """Item 10: the same relative directory name in two working directories is two
+    directories, each fsynced once after the renames (a batch that knew directories by
+    their path string fsynced only the first)."""
+    for top in ("one", "two"):
+        (tmp_path / top / "out").mkdir(parents=True)
+    code = (
+        "import os\n"
+        "from atomicfile import AtomicBatch\n"
+        "with AtomicBatch() as batch:\n"
+        "    for top in ('one', 'two'):\n"
+        "        os.chdir(top)\n"
+        "        for i in range(3):\n"
+        "            batch.write(f'out/{top}{i}', top)\n"
+        "        os.chdir('..')\n"
+    )
+    done = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=fsync", sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, cwd=tmp_path,
+    )  # fmt: skip
+    calls = [line for line in done.stderr.splitlines() if "fsync(" in line]
+    assert len(calls) == 2, done.stderr
+    assert listing(tmp_path / "one" / "out") == ["one0", "one1", "one2"]
+    assert listing(tmp_path / "two" / "out") == ["two0", "two1", "two2"]
+
+
 def test_exported_lazily() -> None:
     assert "AtomicBatch" in atomicfile.__all__
     assert AtomicBatch.__module__ == "atomicfile"
