@@ -406,7 +406,10 @@ class AtomicBatch:
             raise refusal
         af._fail(refusal)
         if isinstance(refusal, OSError) and refusal.errno is not None:
-            raise SessionFileError(af.path, "atomic write", refusal, "open") from refusal
+            err = SessionFileError(af.path, "atomic write", refusal, "open")
+            if refusal.errno == errno.EMFILE:  # the syncfs handle's dup
+                err = self._out_of_descriptors(af.path, err)
+            raise err from refusal
         raise refusal
 
     def _leave(self) -> None:
