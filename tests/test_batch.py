@@ -625,3 +625,50 @@ def test_relative_paths_after_chdir(tmp_path: Path, monkeypatch: Any) -> None:
     assert (two / "out" / "report.json").read_text() == "new two"
     assert listing(one / "out") == ["extra", "report.json"]
     assert listing(two / "out") == ["report.json"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_write_still_running_at_commit_is_not_part_of_it(tmp_path: Path) -> None:
+    """Item 7: a write in another thread that is still writing its data when the batch
+    commits is left out: it raises RuntimeError, its temp is removed, its target never
+    appears, and the batch's descriptors are all closed once it is done. The order is
+    forced by an encoding error handler that runs inside that write and waits there."""
+    import codecs
+    import threading
+
+    in_write, go_on = threading.Event(), threading.Event()
+
+    def hold(err: UnicodeError) -> tuple[str, int]:
+        assert isinstance(err, UnicodeEncodeError)
+        in_write.set()
+        assert go_on.wait(60)  # a safety net against a hang, not a synchronisation
+        return "?", err.end
+
+    codecs.register_error("atomicbatch-test-late", hold)
+    before = sorted(os.listdir("/proc/self/fd"))
+    batch = AtomicBatch()
+    errors: list[BaseException] = []
+
+    def late() -> None:
+        try:
+            batch.write(
+                tmp_path / "late", "\xe9 late", encoding="ascii", errors="atomicbatch-test-late"
+            )
+        except BaseException as exc:  # checked by the main thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=late)
+    thread.start()
+    assert in_write.wait(60)
+    batch.write(tmp_path / "early", "early")
+    batch.commit()
+    now = listing(tmp_path)  # "early" published, and the late write's temp
+    assert len(now) == 2 and now[1] == "early" and now[0].startswith(".late.")
+    go_on.set()
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert "already committed" in str(errors[0])
+    assert listing(tmp_path) == ["early"]
+    assert (tmp_path / "early").read_text() == "early"
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert batch.paths == [str(tmp_path / "early")]
