@@ -5,6 +5,10 @@ batch changes is the order of the commit phases: every temp is prepared (flushed
 metadata) without an fsync, then all are made durable together (one `syncfs` per file
 system where that is trusted, else an fsync each), then all are renamed, then each distinct
 directory is fsynced once.
+
+Files may join a batch from several threads or tasks at once: the state they share (the
+list of files, the directory descriptors, the syncfs handles) is guarded by one lock, never
+held while a file's data is written.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import threading
 
 # Loaded only when AtomicBatch is first used (lazy in __init__): `typing` is affordable here.
 from collections.abc import Hashable
@@ -35,7 +40,6 @@ if TYPE_CHECKING:
 
     from ._async import AsyncFile
     from ._core import BinaryMode, BinaryUpdateMode, BinaryWriteMode, TextMode
-    from ._local import SharedDirs
     from ._log import AnyLogger
     from ._permissions import Permissions
 
@@ -48,16 +52,64 @@ _MISUSE = {
     _FAILED: "AtomicBatch already failed; create a new AtomicBatch for another batch",
 }
 _BINARY = {"w": "wb", "x": "xb", "a": "ab"}
+_NO_DATA: Any = object()  # `_add` for `open()`: no data to write
 
 
 class _Entry:
     __slots__ = ("af", "dev", "directory", "key")
 
-    def __init__(self, af: AtomicFile[Any], key: Hashable, directory: str) -> None:
+    def __init__(self, af: AtomicFile[Any], key: Hashable, directory: Hashable) -> None:
         self.af = af
-        self.key = key
-        self.directory = directory
+        self.key = key  # the target, to refuse it twice
+        self.directory = directory  # the target's directory, fsynced once per batch
         self.dev = -1  # the temp's file system, when the batch is durable
+
+
+class SharedDirs:
+    """The directories of a batch's targets, each opened once and shared by the writes into
+    it: one descriptor per directory, not one per file.
+
+    A directory is found by its identity (st_dev, st_ino), never by the path string: a
+    relative path after `os.chdir()`, or a path whose components were renamed, leads to
+    the directory it names now. Safe for writes in several threads at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fds: dict[tuple[int, int], tuple[int, bool]] = {}
+
+    def find(self, path: str) -> tuple[int, bool, os.stat_result] | None:
+        """The shared descriptor of the directory `path` leads to now (and its stat), or
+        None: then the caller opens it, and gets the error `open()` would."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        with self._lock:
+            shared = self._fds.get((st.st_dev, st.st_ino))
+        if shared is None:
+            return None
+        fd, dir_fsync = shared
+        return fd, dir_fsync, st
+
+    def add(self, fd: int, dir_fsync: bool) -> tuple[int, bool, os.stat_result]:
+        """Share the directory just opened as `fd`, and return the descriptor to use: `fd`,
+        or the one another write shared first for the same directory (`fd` is closed)."""
+        try:
+            st = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        with self._lock:
+            shared, sync = self._fds.setdefault((st.st_dev, st.st_ino), (fd, dir_fsync))
+        if shared != fd:
+            os.close(fd)
+        return shared, sync, st
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._fds = self._fds, {}
+        _fs.close_quietly(*(fd for fd, _ in fds.values()))
 
 
 class AtomicBatch:
@@ -74,6 +126,13 @@ class AtomicBatch:
     all-or-nothing for errors, per file for crashes. `AtomicDirectory` is all-or-nothing
     for both.
 
+    `open`, `write`, `aopen` and `awrite` may run at once in several threads or tasks
+    (`asyncio.gather`, a task group, a thread pool); a failing one removes only its own
+    file. A write still running when the batch commits or is discarded is not part of it:
+    its temp is removed and it raises `RuntimeError`. Each file holds one descriptor until
+    the commit: past the process's `RLIMIT_NOFILE` an `open`/`write` fails with `EMFILE`
+    (the batch never changes the limit).
+
     Raises `SessionFileError` (also the builtin `OSError` subclass) as `AtomicFile` does;
     the same target twice in one batch is a `FileExistsError` one.
     """
@@ -81,6 +140,9 @@ class AtomicBatch:
     def __init__(self, *, durable: bool = True, logger: AnyLogger | None = None) -> None:
         self._durable = bool(durable)
         self._logger = logger
+        #: Guards the state below, which writes in several threads share. Never held while
+        #: a file's data is written or the batch commits.
+        self._lock = threading.Lock()
         self._entries: list[_Entry] = []
         self._keys: set[Hashable] = set()
         #: One descriptor per file system whose syncfs is trusted (a dup of its first
@@ -90,11 +152,10 @@ class AtomicBatch:
         #: File systems where each temp gets its own fsync instead.
         self._untrusted: set[int] = set()
         #: The targets' directories, each opened once and shared by its files' writes.
-        self._dirs: SharedDirs = {}
-        #: Shared directory descriptor -> (st_dev, st_ino), for the same-target check.
-        self._dir_ids: dict[int, tuple[int, int]] = {}
-        #: (soft limit before, soft limit we set) once EMFILE made us raise RLIMIT_NOFILE.
-        self._limit: tuple[int, int] | None = None
+        self._dirs = SharedDirs()
+        #: `open`/`write` calls under way: the shared descriptors stay open until the last
+        #: one has joined the batch (or failed), even when the batch ends meanwhile.
+        self._busy = 0
         self._state = _NEW
         self._in_with = False
         self._discard_requested = False
@@ -215,68 +276,13 @@ class AtomicBatch:
         """Start the write of `file` in this batch and return its temp file, as
         `AtomicFile(file, mode, ...).open()` would. Don't close it yourself: the batch does.
 
-        Raises `SessionFileError` as `AtomicFile.open()` does, and a `FileExistsError` one
-        when `file` is already in the batch (the same file through another path or a
-        symlink counts); the batch itself stays usable.
+        Raises `SessionFileError` as `AtomicFile.open()` does (`EMFILE` past the descriptor
+        limit: see the class docstring), and a `FileExistsError` one when `file` is already
+        in the batch (the same file through another path or a symlink counts); the batch
+        itself stays usable.
         """
-        self._expect_open()
-
-        def make() -> AtomicFile[Any]:
-            af: AtomicFile[Any] = AtomicFile(
-                file,
-                mode,
-                buffering,
-                encoding,
-                errors,
-                newline,
-                permissions=permissions,
-                logger=self._logger,
-                durable=self._durable,
-                follow_symlinks=follow_symlinks,
-                fs=fs,
-            )
-            if af.store.batchable:
-                af._dirs = self._dirs
-            return af
-
-        af = make()
-        # A local target is known by its directory's identity and its name there, both as
-        # the write resolved them (no realpath: that is a stat per path component).
-        local = af.store.batchable and not _WINDOWS
-        key: Hashable = None if local else _target_key(af.path, follow_symlinks)
-        if key in self._keys:
-            raise _twice(af.path)
-        try:
-            f: IO[Any] = af.open()
-        except SessionFileError as exc:
-            # A batch holds one descriptor per file until it commits (its temp, locked
-            # against the sweep): past the soft RLIMIT_NOFILE (often 1024), raise it toward
-            # the hard limit for the batch's life, as Go programs do at start.
-            if exc.errno != errno.EMFILE or not self._more_descriptors():
-                raise
-            af = make()
-            f = af.open()
-        if local:
-            key = self._local_key(af)
-            if key in self._keys:
-                af._end("discarded", None)
-                raise _twice(af.path)
-        temp_path = af.temp_path
-        assert temp_path is not None
-        entry = _Entry(af, key, os.path.dirname(temp_path))
-        self._entries.append(entry)
-        self._keys.add(key)
-        if self._durable and af.store.batchable:  # a local file (remote stores commit alone)
-            try:
-                entry.dev = self._note_device(af, f)
-            except BaseException as exc:
-                self._entries.pop()
-                self._keys.discard(key)
-                af._fail(exc)
-                if isinstance(exc, OSError) and exc.errno is not None:
-                    raise SessionFileError(af.path, "atomic write", exc, "open") from exc
-                raise
-        return f
+        args = (file, mode, buffering, encoding, errors, newline, permissions, follow_symlinks, fs)
+        return self._add(args, _NO_DATA)[1]
 
     def write(
         self,
@@ -292,47 +298,151 @@ class AtomicBatch:
         fs: Any = None,
     ) -> None:
         """`atomic_write` into the batch: `str` is written as text, bytes-like as binary.
-        The data goes into the temp file now; the target changes when the batch commits."""
+        The data goes into the temp file now; the target changes when the batch commits.
+        A write that fails removes its own temp only; the batch goes on."""
         if mode not in _BINARY:
             raise ValueError(f"AtomicBatch.write mode must be 'w', 'x' or 'a', not {mode!r}")
         open_mode: Any = mode
         if not isinstance(data, str):
             open_mode = _BINARY[mode]
             memoryview(data)  # TypeError now for data that is neither
-        f = self.open(
+        args = (file, open_mode, -1, encoding, errors, newline, permissions, follow_symlinks, fs)
+        self._add(args, data)
+
+    def _add(self, args: tuple[Any, ...], data: Any) -> tuple[AtomicFile[Any], IO[Any]]:
+        """Open a file in the batch, write `data` into it (unless `_NO_DATA`), then make it
+        one of the batch's files. Other threads' files may join meanwhile: nothing here
+        refers to the batch's last file, only to this one."""
+        with self._lock:
+            self._expect_open()
+            self._busy += 1
+        try:
+            entry, f = self._start(*args)
+            if data is not _NO_DATA:
+                try:
+                    f.write(data)
+                except BaseException as exc:
+                    entry.af._fail(exc)
+                    if isinstance(exc, OSError) and exc.errno is not None:
+                        raise SessionFileError(entry.af.path, "atomic write", exc, "write") from exc
+                    raise
+            self._join(entry, f)
+            return entry.af, f
+        finally:
+            self._leave()
+
+    def _start(
+        self,
+        file: StrOrBytesPath,
+        mode: str,
+        buffering: int,
+        encoding: str | None,
+        errors: str | None,
+        newline: str | None,
+        permissions: Permissions,
+        follow_symlinks: bool,
+        fs: Any,
+    ) -> tuple[_Entry, IO[Any]]:
+        af: AtomicFile[Any] = AtomicFile(
             file,
-            open_mode,
-            -1,
+            mode,
+            buffering,
             encoding,
             errors,
             newline,
             permissions=permissions,
+            logger=self._logger,
+            durable=self._durable,
             follow_symlinks=follow_symlinks,
             fs=fs,
         )
+        # A local target is known by its directory's identity and its name there, both as
+        # the write resolved them (no realpath: that is a stat per path component).
+        local = af.store.batchable and not _WINDOWS
+        key: Hashable = None
+        if af.store.batchable:
+            af._dirs = self._dirs
+        if not local:
+            key = _target_key(af.path, follow_symlinks)
+            with self._lock:
+                twice = key in self._keys
+            if twice:
+                raise _twice(af.path)
         try:
-            f.write(data)
-        except BaseException as exc:
-            entry = self._entries.pop()
-            self._keys.discard(entry.key)
-            entry.af._fail(exc)
-            if isinstance(exc, OSError) and exc.errno is not None:
-                raise SessionFileError(entry.af.path, "atomic write", exc, "write") from exc
+            f: IO[Any] = af.open()
+        except SessionFileError as exc:
+            if exc.errno == errno.EMFILE:
+                raise self._out_of_descriptors(af.path, exc) from exc
             raise
+        directory: Hashable
+        if local:
+            temp: Any = af._temp
+            key = temp.target_key()
+            directory = key[:2]  # type: ignore[index]  # (st_dev, st_ino, name)
+        else:
+            temp_path = af.temp_path
+            assert temp_path is not None
+            directory = os.path.dirname(temp_path)
+        return _Entry(af, key, directory), f
 
-    def _local_key(self, af: AtomicFile[Any]) -> Hashable:
-        temp: Any = af._temp
-        dfd = temp._dfd
-        if temp._own_dfd:  # not a shared directory (a symlink led elsewhere): no cache
-            st = os.fstat(dfd)
-            return st.st_dev, st.st_ino, temp._base
-        ident = self._dir_ids.get(dfd)
-        if ident is None:
-            st = os.fstat(dfd)
-            self._dir_ids[dfd] = ident = (st.st_dev, st.st_ino)
-        return *ident, temp._base
+    def _join(self, entry: _Entry, f: IO[Any]) -> None:
+        """Make the opened file one of the batch's, unless the batch ended meanwhile or
+        already has its target; then its temp is removed and the error raised."""
+        af = entry.af
+        with self._lock:
+            if self._state != _NEW:
+                refusal: BaseException = RuntimeError(_MISUSE[self._state])
+            elif entry.key in self._keys:
+                refusal = _twice(af.path)
+            else:
+                try:
+                    if self._durable and af.store.batchable:  # remote stores commit alone
+                        entry.dev = self._note_device(af, f)
+                except BaseException as exc:
+                    refusal = exc
+                else:
+                    self._entries.append(entry)
+                    self._keys.add(entry.key)
+                    return
+        if isinstance(refusal, (RuntimeError, SessionFileError)):
+            af._end("discarded", None)  # not this write's failure: the batch's refusal
+            raise refusal
+        af._fail(refusal)
+        if isinstance(refusal, OSError) and refusal.errno is not None:
+            err = SessionFileError(af.path, "atomic write", refusal, "open")
+            if refusal.errno == errno.EMFILE:  # the syncfs handle's dup
+                err = self._out_of_descriptors(af.path, err)
+            raise err from refusal
+        raise refusal
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            last = self._busy == 0 and self._state not in (_NEW, _COMMITTING)
+        if last:
+            self._close_devices()  # the batch ended while this write ran
+
+    def _out_of_descriptors(self, path: str, exc: SessionFileError) -> SessionFileError:
+        try:
+            import resource
+
+            soft: object = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except ImportError:
+            soft = "unknown"
+        message = (
+            "Too many open files: an AtomicBatch holds one descriptor per file until it "
+            f"commits, and this one had {len(self._entries)} files when the process ran out "
+            f"(the soft RLIMIT_NOFILE is {soft}). Allow more before the batch starts "
+            "(resource.setrlimit, or ulimit -n): at least its number of files plus the "
+            "descriptors the program holds; or split the files into smaller batches"
+        )
+        return SessionFileError(
+            path, "atomic write", OSError(errno.EMFILE, message, path), exc.step
+        )
 
     def _note_device(self, af: AtomicFile[Any], f: IO[Any]) -> int:
+        """The temp's file system; its first temp gives the batch its syncfs handle.
+        Called with the lock held."""
         fd = f.fileno()
         temp: Any = af._temp
         st = temp.temp_stat if temp is not None else None  # fstat'ed by the create
@@ -349,17 +459,22 @@ class AtomicBatch:
     def commit(self) -> None:
         """Publish every file of the batch (see the class docstring for the order).
 
-        On an error before the renames nothing is published and every temp is removed. A
-        rename that fails (the target of an 'x' file appeared, the directory became
-        read-only...) stops the batch there: 'x' files are renamed first, so their
-        refusal publishes nothing; a failing rename of another file leaves the files renamed
-        before it published. Raises `SessionFileError` (or the original exception).
+        On an error before the renames nothing is published and every temp is removed. The
+        'x' files are renamed first, each target checked again just before the first rename:
+        one that appeared while the batch was written fails the batch, nothing published.
+        A rename that fails (an 'x' target that appeared after that check, the directory
+        became read-only...) stops the batch there: the files renamed before it are
+        published, the others not. Raises `SessionFileError` (or the original exception).
         """
-        self._expect_open()
-        if self._discard_requested:
-            raise RuntimeError(_MISUSE[_DISCARDED])
-        self._state = _COMMITTING
-        entries = self._entries
+        with self._lock:
+            self._expect_open()
+            if self._discard_requested:
+                raise RuntimeError(_MISUSE[_DISCARDED])
+            self._state = _COMMITTING
+            entries = list(self._entries)
+        # 'x' files first: the likeliest refusal (the target appeared) comes before any
+        # other file is published.
+        order = sorted(entries, key=lambda e: e.af._mode.kind != "x")
         try:
             try:
                 untrusted = self._untrusted
@@ -370,16 +485,28 @@ class AtomicBatch:
                     entry.af._prepare(self._durable and alone)
                 if self._durable:
                     self._sync_temps()
+                self._check_exclusive(order)
             except BaseException as exc:
                 self._state = _FAILED if isinstance(exc, Exception) else _DISCARDED
                 self._abandon(exc)
                 raise
-            # 'x' files first: the likeliest refusal (the target appeared) publishes nothing.
-            order = sorted(entries, key=lambda e: e.af._mode.kind != "x")
             self._publish(order)
             self._complete(order)
         finally:
             self._close_devices()
+
+    def _check_exclusive(self, order: list[_Entry]) -> None:
+        """Every local 'x' target still absent, checked after the slow part of the commit,
+        right before the renames. Not atomic with them: the rename itself refuses a target
+        that appears in between (RENAME_NOREPLACE)."""
+        for entry in order:
+            af = entry.af
+            if af._mode.kind != "x":
+                break  # sorted: the 'x' files come first
+            temp: Any = af._temp
+            if af.store.batchable and temp.target_exists():
+                err = FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), af.path)
+                raise SessionFileError(af.path, "atomic write", err, "rename")
 
     def _publish(self, order: list[_Entry]) -> None:
         for i, entry in enumerate(order):
@@ -398,7 +525,7 @@ class AtomicBatch:
 
     def _complete(self, order: list[_Entry]) -> None:
         """One directory fsync per distinct directory, then each file's end."""
-        synced: set[str] = set()
+        synced: set[Hashable] = set()
         error: BaseException | None = None
         for entry in order:
             first = entry.directory not in synced
@@ -424,12 +551,13 @@ class AtomicBatch:
     def discard(self) -> None:
         """Publish nothing: remove every temp. Inside `with`, the block's end does it and a
         clean exit then publishes nothing. Does nothing once the batch has ended."""
-        if self._state != _NEW:
-            return
-        if self._in_with:
-            self._discard_requested = True
-            return
-        self._state = _DISCARDED
+        with self._lock:
+            if self._state != _NEW:
+                return
+            if self._in_with:
+                self._discard_requested = True
+                return
+            self._state = _DISCARDED
         self._abandon(None)
 
     def _abandon(self, exc: BaseException | None) -> None:
@@ -443,36 +571,14 @@ class AtomicBatch:
         self._close_devices()
 
     def _close_devices(self) -> None:
-        """Close the batch's own descriptors (syncfs handles, shared directories); give
-        back the descriptor limit it raised."""
-        devices, self._devices = self._devices, {}
-        dirs, self._dirs = self._dirs, {}
-        self._dir_ids = {}
-        _fs.close_quietly(*(fd for fd, _ in devices.values()), *(fd for fd, _ in dirs.values()))
-        limit, self._limit = self._limit, None
-        if limit is not None:
-            import resource
-
-            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            if soft == limit[1]:  # unless someone changed it since
-                resource.setrlimit(resource.RLIMIT_NOFILE, (limit[0], hard))
-
-    def _more_descriptors(self) -> bool:
-        """Double the soft RLIMIT_NOFILE (up to the hard one); False where it can't grow."""
-        try:
-            import resource
-        except ImportError:
-            return False
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard != resource.RLIM_INFINITY and soft >= hard:
-            return False
-        new = soft * 2 if hard == resource.RLIM_INFINITY else min(soft * 2, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        except (OSError, ValueError):
-            return False
-        self._limit = (self._limit[0] if self._limit else soft, new)
-        return True
+        """Close the batch's own descriptors (syncfs handles, shared directories), unless an
+        `open`/`write` of another thread still uses them: the last one closes them then."""
+        with self._lock:
+            if self._busy:
+                return
+            devices, self._devices = self._devices, {}
+        _fs.close_quietly(*(fd for fd, _ in devices.values()))
+        self._dirs.close()
 
     def _expect_open(self) -> None:
         if self._state != _NEW:
@@ -492,13 +598,17 @@ class AtomicBatch:
         tb: TracebackType | None,
     ) -> None:
         self._in_with = False
-        if self._state != _NEW:
-            return
-        if exc is None and not self._discard_requested:
+        with self._lock:
+            if self._state != _NEW:
+                return
+            publish = exc is None and not self._discard_requested
+            if not publish:
+                failed = exc is not None and isinstance(exc, Exception)
+                self._state = _FAILED if failed else _DISCARDED
+        if publish:
             self.commit()
-            return
-        self._state = _DISCARDED if exc is None or not isinstance(exc, Exception) else _FAILED
-        self._abandon(exc)
+        else:
+            self._abandon(exc)
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -575,20 +685,9 @@ class AtomicBatch:
         and returned as an `AsyncFile` (coroutine methods), as `async with AtomicFile` does."""
         from ._async import AsyncFile, run
 
-        f = await run(
-            lambda: self.open(
-                file,
-                mode,
-                buffering,
-                encoding,
-                errors,
-                newline,
-                permissions=permissions,
-                follow_symlinks=follow_symlinks,
-                fs=fs,
-            )
-        )
-        return AsyncFile(f, self._entries[-1].af)
+        args = (file, mode, buffering, encoding, errors, newline, permissions, follow_symlinks, fs)
+        af, f = await run(self._add, args, _NO_DATA)
+        return AsyncFile(f, af)
 
     async def awrite(
         self,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._async import AsyncFile
+    from ._batch import SharedDirs
     from ._log import AnyLogger
     from ._options import Options
     from ._permissions import Permissions
@@ -111,7 +112,7 @@ class AtomicFile(Writer, Generic[_F]):
     _abandoned_hint = "keep the AtomicFile and call its commit()"
 
     #: Set by `AtomicBatch`: directory descriptors its writes share (see `_local.LocalTemp`).
-    _dirs: _local.SharedDirs | None = None
+    _dirs: SharedDirs | None = None
 
     if TYPE_CHECKING:
 

@@ -21,14 +21,12 @@ from . import _fs, _naming, _permissions
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import IO, Any, TypeAlias
+    from typing import IO, Any
 
+    from ._batch import SharedDirs
     from ._log import EventLog
     from ._modes import Mode
     from ._permissions import Permissions
-
-    #: A batch's directory descriptors: path as given -> (descriptor, may be fsynced).
-    SharedDirs: TypeAlias = dict[str, tuple[int, bool]]
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_BINARY = getattr(os, "O_BINARY", 0)
@@ -100,8 +98,8 @@ class LocalTemp:
         self._dfd: int | None = None
         self._dir_fsync = True
         self._dir_stat: os.stat_result | None = None
-        #: Directory descriptors shared by the writes of one batch (the batch closes them):
-        #: the target's directory as given, by its path string, opened by the first write.
+        #: Directory descriptors shared by the writes of one batch (the batch closes them),
+        #: one per directory, found by the directory's identity.
         self._dirs = dirs
         self._own_dfd = True
         self._fd = -1
@@ -178,9 +176,9 @@ class LocalTemp:
         where = directory or "."
         dirs = self._dirs
         if fd is None and dirs is not None:
-            shared = dirs.get(where)
+            shared = dirs.find(where)
             if shared is not None:
-                self._dfd, self._dir_fsync = shared
+                self._dfd, self._dir_fsync, self._dir_stat = shared
                 self._own_dfd = False
                 return
         try:
@@ -195,10 +193,27 @@ class LocalTemp:
             dir_fsync = False
         if fd is not None and self._own_dfd:
             os.close(fd)
-        self._dfd, self._dir_fsync = new, dir_fsync
         self._own_dfd = fd is not None or dirs is None
-        if not self._own_dfd:
-            dirs[where] = (new, dir_fsync)  # type: ignore[index]  # dirs is not None here
+        if self._own_dfd:
+            self._dfd, self._dir_fsync = new, dir_fsync
+        else:
+            # The batch keeps one descriptor per directory: this one, or the one another
+            # write opened meanwhile (then `new` is closed).
+            assert dirs is not None
+            self._dfd, self._dir_fsync, self._dir_stat = dirs.add(new, dir_fsync)
+
+    def target_key(self) -> tuple[int, int, str]:
+        """The target as the write resolved it: its directory's (st_dev, st_ino) and its
+        name there (what tells two spellings of one file apart from two files)."""
+        assert self._dfd is not None
+        d = self._dir_stat
+        if d is None:
+            self._dir_stat = d = os.fstat(self._dfd)
+        return d.st_dev, d.st_ino, self._base
+
+    def target_exists(self) -> bool:
+        """Whether something is at the target's name now (an 'x' write's last check)."""
+        return self._lstat() is not None
 
     def _lstat(self) -> os.stat_result | None:
         try:
