@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import _local, _log, _permissions
+from . import _log, _permissions
 from ._errors import needs_wrapping
 from ._modes import parse_mode
 from ._store import resolve
@@ -82,9 +82,6 @@ else:
 
     def overload(func):
         return func
-
-
-_WINDOWS = os.name == "nt"
 
 
 class AtomicFile(Writer, Generic[_F]):
@@ -504,17 +501,13 @@ class AtomicFile(Writer, Generic[_F]):
         temp = self._temp
         if temp is None:
             return False
-        removal: bool | OSError = False
-        if not _WINDOWS:
-            removal = temp.remove()  # while the lock is still held: no sweep races us
+        removal = temp.remove()  # while the sweep lock is still held: no sweep races us
         if file is not None:
             try:
                 file.close()
             except Exception:
                 pass  # the same error the write already reported (ENOSPC...)
         temp.release()
-        if _WINDOWS:
-            removal = temp.remove()
         return removal
 
     def _log_removal(self, removal: bool | OSError) -> None:
@@ -539,7 +532,7 @@ class AtomicFile(Writer, Generic[_F]):
         if log.enabled(_log.WARNING):
             log.emit(_log.WARNING, _log.DIR_SYNC_SKIPPED, {
                 "target_path": self.path,
-                "directory": _local.split(self.path)[0],
+                "directory": os.path.dirname(self.path),
                 "operation": "fsync_directory",
             })  # fmt: skip
 

@@ -1,5 +1,5 @@
-"""The local file system's side of an atomic write: a temp file beside the target, published
-by a rename.
+"""The local file system's side of an atomic write on POSIX: a temp file beside the target,
+published by a rename. (Windows has its own, `_local_nt`; `_store` picks one at import.)
 
 The target's directory is opened once, at the start, and every later step (create, copy,
 rename, unlink, the directory fsync) works relative to that descriptor: a parent directory
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from ._permissions import Permissions
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_BINARY = getattr(os, "O_BINARY", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # a FIFO swapped in for the target must not hang us
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -42,29 +41,21 @@ _ATTEMPTS = 10000
 #: our lock: try this many fresh names, then go on without the lock rather than block.
 _LOCK_ATTEMPTS = 3
 _MAXSYMLINKS = 40  # Linux's limit on links followed in one lookup (ELOOP past it)
-_WINDOWS = _fs.WINDOWS
 _SEPS = os.sep + (os.altsep or "")
 _SEP_ENDINGS = tuple(_SEPS)
 _HAS_XATTRS = hasattr(os, "listxattr")
 
-if os.name == "posix":
-    # String operations in place of os.path's on the write path: a fraction of the cost.
-    # No normalisation either: "a/../b" must stay what the kernel resolves, which differs
-    # from the lexical "b" when `a` is a symlink.
-    def split(path: str) -> tuple[str, str]:
-        head, sep, tail = path.rpartition("/")
-        return head or sep, tail
 
-    def join(directory: str, name: str) -> str:
-        return f"{directory}/{name}" if directory and directory[-1] != "/" else directory + name
+# String operations in place of os.path's on the write path: a fraction of the cost. No
+# normalisation either: "a/../b" must stay what the kernel resolves, which differs from the
+# lexical "b" when `a` is a symlink.
+def split(path: str) -> tuple[str, str]:
+    head, sep, tail = path.rpartition("/")
+    return head or sep, tail
 
-else:
 
-    def split(path: str) -> tuple[str, str]:
-        return os.path.split(path)
-
-    def join(directory: str, name: str) -> str:
-        return os.path.join(directory, name)
+def join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory and directory[-1] != "/" else directory + name
 
 
 #: Directories already reported as lacking locks (log once per directory).
@@ -95,7 +86,8 @@ class LocalTemp:
         #: The protocol step under way, for the error's `step`.
         self.step = "open"
         self._dir, self._base = split(path)
-        self._dfd: int | None = None
+        #: The target's directory, open: every name below is relative to it (-1: not yet).
+        self._dfd = -1
         self._dir_fsync = True
         self._dir_stat: os.stat_result | None = None
         #: Directory descriptors shared by the writes of one batch (the batch closes them),
@@ -114,10 +106,6 @@ class LocalTemp:
         self.temp_path: str | None = None
 
     # -- names -------------------------------------------------------------------------
-
-    def _at(self, name: str) -> str:
-        """`name` as the *at() calls take it: bare with a directory fd, else a full path."""
-        return name if self._dfd is not None else join(self._dir, name)
 
     def _new_name(self, name_max: int = _naming.NAME_MAX) -> None:
         self.temp_name = name = _naming.temp_name(self._base, _naming.token(), name_max)
@@ -148,16 +136,7 @@ class LocalTemp:
                 except OSError as err:
                     # open() names the file it was asked for, not its directory.
                     raise OSError(err.errno, err.strerror, path) from None
-                # `_lstat()`, inline on this path that every write takes.
-                dfd = self._dfd
-                try:
-                    st = os.stat(
-                        self._base if dfd is not None else join(self._dir, self._base),
-                        dir_fd=dfd,
-                        follow_symlinks=False,
-                    )
-                except FileNotFoundError:
-                    st = None
+                st = self._lstat()
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     st = self._through_link(st)
                 problem = self._check_target(st)
@@ -169,31 +148,29 @@ class LocalTemp:
     def _bind(self, directory: str) -> None:
         """Open `directory` as the one all later names are relative to."""
         self._dir_stat = None
-        if _WINDOWS:
-            self._dir = directory
-            return  # no *at() calls there: full paths
         fd = self._dfd
         where = directory or "."
         dirs = self._dirs
-        if fd is None and dirs is not None:
+        if fd < 0 and dirs is not None:
             shared = dirs.find(where)
             if shared is not None:
                 self._dfd, self._dir_fsync, self._dir_stat = shared
                 self._own_dfd = False
                 return
+        at = fd if fd >= 0 else None  # a link's relative directory: from the current one
         try:
-            new = os.open(where, _DIR_FLAGS, dir_fd=fd)
+            new = os.open(where, _DIR_FLAGS, dir_fd=at)
             dir_fsync = True
         except PermissionError:
             if not _O_PATH:
                 raise
             # A directory we may write but not read (0o300): O_PATH still anchors the
             # names; only its fsync is impossible (reported, as before).
-            new = os.open(where, _O_PATH | _O_DIRECTORY | _O_CLOEXEC, dir_fd=fd)
+            new = os.open(where, _O_PATH | _O_DIRECTORY | _O_CLOEXEC, dir_fd=at)
             dir_fsync = False
-        if fd is not None and self._own_dfd:
+        if fd >= 0 and self._own_dfd:
             os.close(fd)
-        self._own_dfd = fd is not None or dirs is None
+        self._own_dfd = fd >= 0 or dirs is None
         if self._own_dfd:
             self._dfd, self._dir_fsync = new, dir_fsync
         else:
@@ -205,7 +182,6 @@ class LocalTemp:
     def target_key(self) -> tuple[int, int, str]:
         """The target as the write resolved it: its directory's (st_dev, st_ino) and its
         name there (what tells two spellings of one file apart from two files)."""
-        assert self._dfd is not None
         d = self._dir_stat
         if d is None:
             self._dir_stat = d = os.fstat(self._dfd)
@@ -217,7 +193,7 @@ class LocalTemp:
 
     def _lstat(self) -> os.stat_result | None:
         try:
-            return os.stat(self._at(self._base), dir_fd=self._dfd, follow_symlinks=False)
+            return os.stat(self._base, dir_fd=self._dfd, follow_symlinks=False)
         except FileNotFoundError:
             return None
 
@@ -227,9 +203,6 @@ class LocalTemp:
         if kind == "x":
             # O_EXCL semantics: a symlink, even a dangling one, is an existing file.
             raise _error(errno.EEXIST, self.path)
-        if _WINDOWS and self.follow:
-            self._dir, self._base = split(os.path.realpath(join(self._dir, self._base)))
-            return self._lstat()
         if not self.follow:
             if kind != "w":
                 # 'a'/'r+' would read through the link: what O_NOFOLLOW gives open().
@@ -238,7 +211,7 @@ class LocalTemp:
         # What the kernel resolves, with its protections (fs.protected_symlinks: EACCES, as
         # open() gets), is the file we must end up replacing.
         try:
-            kernel: os.stat_result | None = os.stat(self._at(self._base), dir_fd=self._dfd)
+            kernel: os.stat_result | None = os.stat(self._base, dir_fd=self._dfd)
         except FileNotFoundError:
             kernel = None  # dangling: open() would create the file it points to
         if kernel is not None and not stat.S_ISREG(kernel.st_mode):
@@ -247,7 +220,7 @@ class LocalTemp:
         for _ in range(_MAXSYMLINKS):
             if st is None or not stat.S_ISLNK(st.st_mode):
                 break
-            dest = os.readlink(self._at(self._base), dir_fd=self._dfd)
+            dest = os.readlink(self._base, dir_fd=self._dfd)
             head, base = split(dest)
             if not base:
                 raise _error(errno.EISDIR, self.path)
@@ -285,9 +258,7 @@ class LocalTemp:
             # Renaming over a FIFO or a device would not write to it, it would remove it.
             return _error(errno.EINVAL, self.path, "Not a regular file: it can't be replaced")
         euid = _permissions.euid()
-        dfd = self._dfd
-        name = self._base if dfd is not None else join(self._dir, self._base)  # `_at`, inline
-        if not _permissions.may_write(st, name, dfd, euid):
+        if not _permissions.may_write(st, self._base, self._dfd, euid):
             return _error(errno.EACCES, self.path)
         if st.st_uid != euid and kind != "r" and self._protected_regular(st):
             # fs.protected_regular: open(O_CREAT) of someone else's file in a sticky
@@ -301,8 +272,6 @@ class LocalTemp:
         descriptor (it is asked at inspect and again at finish, for a foreign owner only)."""
         d = self._dir_stat
         if d is None:
-            if self._dfd is None:
-                return None
             self._dir_stat = d = os.fstat(self._dfd)
         return d if d.st_mode & stat.S_ISVTX else None
 
@@ -348,8 +317,8 @@ class LocalTemp:
         """Open the file the copy reads, once, and decide from that descriptor."""
         assert self.target_stat is not None
         self._src = src = os.open(
-            self._at(self._base),
-            os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY,
+            self._base,
+            os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC,
             dir_fd=self._dfd,
         )
         st = os.fstat(src)
@@ -360,7 +329,7 @@ class LocalTemp:
 
     def _create_temp(self, append: bool) -> None:
         mode = self._mode
-        flags = os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_BINARY | _O_CLOEXEC
+        flags = os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
         flags |= os.O_RDWR if mode.plus or mode.kind == "r" else os.O_WRONLY
         if append:
             flags |= os.O_APPEND
@@ -370,9 +339,7 @@ class LocalTemp:
         locked_out = 0
         for _ in range(_ATTEMPTS):
             try:
-                # `_at(temp_name)`, inline: no call per attempt on the usual path.
-                name = self.temp_name if dfd is not None else join(self._dir, self.temp_name)
-                fd = os.open(name, flags, create_mode, dir_fd=dfd)
+                fd = os.open(self.temp_name, flags, create_mode, dir_fd=dfd)
                 self._fd, self._created = fd, True
             except FileExistsError:
                 self._new_name(name_max)
@@ -382,7 +349,7 @@ class LocalTemp:
                     err.filename = self.temp_path  # the full path, not the name at the fd
                     raise
                 # The file system's names are shorter than Linux's usual 255 bytes.
-                name_max = os.fpathconf(dfd, "PC_NAME_MAX") if dfd is not None else 255
+                name_max = os.fpathconf(dfd, "PC_NAME_MAX")
                 self._new_name(name_max)
                 continue
             except BaseException:
@@ -463,8 +430,6 @@ class LocalTemp:
 
     def _proc_ref(self) -> str:
         """The target as a path that the xattr calls resolve from the directory fd."""
-        if self._dfd is None:
-            return self._at(self._base)
         return f"/proc/self/fd/{self._dfd}/{self._base}"
 
     def open_file(
@@ -473,18 +438,10 @@ class LocalTemp:
     ) -> IO[Any]:  # fmt: skip
         """The temp's file object, exactly as `open()` builds it, owning no fd (we keep it
         past a user's `close()` to chmod, fsync and unlink). Its `name` is `name`."""
-        if buffering < 0:
-            # open()'s own default (FileIO's _blksize), given explicitly so that open() skips
-            # its isatty() probe, an ioctl per write: a temp file is never a terminal.
-            assert self.temp_stat is not None
-            blksize = self.temp_stat.st_blksize
-            buffering = blksize if blksize > 1 else 8192
-        file: Any = open(  # noqa: SIM115 - the caller owns and closes it
-            self._fd, mode, buffering, encoding, errors, newline, closefd=False
+        assert self.temp_stat is not None
+        return file_object(
+            self._fd, self.temp_stat, mode, buffering, encoding, errors, newline, name
         )
-        raw = file if buffering == 0 else file.buffer.raw if "b" not in mode else file.raw
-        raw.name = name
-        return file  # type: ignore[no-any-return]
 
     # -- commit ------------------------------------------------------------------------
 
@@ -585,9 +542,7 @@ class LocalTemp:
         """Rename the temp over the target ('x': only if there is none). Returns whether
         the temp name is still there to remove (the no-clobber link fallback leaves it)."""
         self.step = "close"
-        if _WINDOWS:
-            self._close_fd()  # Windows can't rename an open file
-        elif not durable:
+        if not durable:
             # Without fsync, close() is where NFS sends the data (close-to-open), so it must
             # precede the rename; a duplicate keeps the sweep lock across it.
             fd = self._fd
@@ -597,11 +552,7 @@ class LocalTemp:
             except OSError:
                 pass
         self.step = "rename"
-        dfd = self._dfd
-        if dfd is not None:
-            src, dst = self.temp_name, self._base
-        else:
-            src, dst = join(self._dir, self.temp_name), join(self._dir, self._base)
+        dfd, src, dst = self._dfd, self.temp_name, self._base
         try:
             if exclusive:
                 leftover = _fs.rename_noreplace(src, dst, dfd)
@@ -618,9 +569,7 @@ class LocalTemp:
 
     def sync_dir(self) -> bool:
         """Make the rename durable. False where the file system (or our access) can't."""
-        if _WINDOWS:
-            return True  # NTFS journals the rename; there is no directory handle to flush
-        if self._dfd is None or not self._dir_fsync:
+        if not self._dir_fsync:
             return False
         return _fs.fsync_dir(self._dfd)
 
@@ -633,7 +582,7 @@ class LocalTemp:
             return False
         self._created = False
         try:
-            os.unlink(self._at(self.temp_name), dir_fd=self._dfd)
+            os.unlink(self.temp_name, dir_fd=self._dfd)
         except OSError as exc:
             return exc
         return True
@@ -645,8 +594,8 @@ class LocalTemp:
     def release(self) -> None:
         """Close every descriptor this write holds (temp, copy source, directory)."""
         temp, src, dfd = self._fd, self._src, self._dfd
-        self._fd, self._src, self._dfd = -1, -1, None
-        if dfd is None or not self._own_dfd:
+        self._fd, self._src, self._dfd = -1, -1, -1
+        if not self._own_dfd:
             dfd = -1  # none, or the batch's, closed by the batch
         _fs.close_quietly(temp, src, dfd)
 
@@ -657,6 +606,25 @@ class LocalTemp:
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
+
+
+def file_object(
+    fd: int, st: os.stat_result, mode: str, buffering: int, encoding: str | None,
+    errors: str | None, newline: str | None, name: str | bytes,
+) -> IO[Any]:  # fmt: skip
+    """`open(fd, mode, ...)` as `open()` would build it for a file with stat `st`, not owning
+    `fd`, and named `name` (what `open()` would give: the target, not the temp)."""
+    if buffering < 0:
+        # open()'s own default (FileIO's _blksize), given explicitly so that open() skips
+        # its isatty() probe, an ioctl per write: a temp file is never a terminal.
+        blksize = st.st_blksize
+        buffering = blksize if blksize > 1 else 8192
+    file: Any = open(  # noqa: SIM115 - the caller owns and closes it
+        fd, mode, buffering, encoding, errors, newline, closefd=False
+    )
+    raw = file if buffering == 0 else file.buffer.raw if "b" not in mode else file.raw
+    raw.name = name
+    return file  # type: ignore[no-any-return]
 
 
 _ACL_ACCESS = "system.posix_acl_access"

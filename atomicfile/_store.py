@@ -27,8 +27,13 @@ writers:
 from __future__ import annotations
 
 import os
+import sys
 
-from . import _local
+# The platform's local temp, chosen once: nothing on the write path asks which it is.
+if sys.platform == "win32":
+    from ._local_nt import LocalTemp
+else:
+    from ._local import LocalTemp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -78,7 +83,7 @@ class LocalStore:
     batchable = True
 
     def temp(self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None) -> Temp:
-        return _local.LocalTemp(path, mode, follow, log, dirs)
+        return LocalTemp(path, mode, follow, log, dirs)
 
 
 #: The one local store (it holds no state of its own).
