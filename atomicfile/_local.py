@@ -547,10 +547,7 @@ class LocalTemp:
             # precede the rename; a duplicate keeps the sweep lock across it.
             fd = self._fd
             self._fd = os.dup(fd)
-            try:  # what `_close_fd()` does, inline on the path of every non-durable write
-                os.close(fd)
-            except OSError:
-                pass
+            _fs.close_quietly(fd)
         self.step = "rename"
         dfd, src, dst = self._dfd, self.temp_name, self._base
         try:
