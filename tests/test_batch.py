@@ -276,7 +276,7 @@ def test_permission_denied_on_parent() -> None:
         shutil.rmtree(top)
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.needs("strace")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux syscalls")
 def test_one_durability_point(tmp_path: Path) -> None:
     """Six files in two directories: one syncfs (the file system is ext4/xfs/btrfs/tmpfs

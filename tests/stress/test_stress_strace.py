@@ -25,6 +25,8 @@ from _stress_util import CHILD
 
 import atomicfile
 
+from helpers import need
+
 pytestmark = pytest.mark.stress
 
 STRACE = shutil.which("strace")
@@ -176,8 +178,8 @@ def run_traced(
     tmp_path: Path, *, full: bool = False, **options: Any
 ) -> tuple[list[Call], dict[str, Any]]:
     """Trace one write in a child; return the calls between the two markers."""
-    if STRACE is None:
-        pytest.skip("strace is not installed (.ci/run installs it)")
+    need("strace")
+    assert STRACE is not None
     work = tmp_path / "dir"
     work.mkdir(exist_ok=True)
     args: dict[str, Any] = {
