@@ -21,6 +21,7 @@ import atomicfile
 from atomicfile import AtomicBatch, SessionFileError
 
 from conftest import listing, needs_root
+from helpers import Staged
 
 
 def setup_dirs(tmp_path: Path) -> tuple[Path, Path]:
@@ -243,7 +244,7 @@ def test_async_exception(tmp_path: Path) -> None:
 
 
 @needs_root
-def test_permission_denied_on_parent() -> None:
+def test_permission_denied_on_parent(other_user: Staged) -> None:
     import tempfile
 
     top = Path(tempfile.mkdtemp(prefix="atomicbatch-perm-"))
@@ -266,9 +267,10 @@ def test_permission_denied_on_parent() -> None:
             "    print(isinstance(e, PermissionError), errno.errorcode[e.errno])\n"
         )
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        done = subprocess.run(
-            [*command, sys.executable, "-c", code], capture_output=True, text=True
-        )
+        done = subprocess.run(  # the checkout may be where uid 65534 can't read
+            [*command, other_user.python, "-c", code], capture_output=True, text=True,
+            env=other_user.env, cwd=other_user.cwd,
+        )  # fmt: skip
         assert done.stdout.split() == ["True", "EACCES"], done.stderr
         assert listing(ok) == [] and listing(locked) == ["f"]
         assert (locked / "f").read_text() == "old"
