@@ -333,7 +333,9 @@ def window_writer(
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the temp exists, unlocked
-    assert line, f"writer died: {proc.wait()}"
+    if not line:  # close its pipes: a leaked one warns in whichever test collects it
+        proc.communicate()
+    assert line, f"writer died: {proc.returncode}"
     return proc, line.decode().strip()
 
 
