@@ -47,7 +47,7 @@ def unavailable(reason: str, *, required_too: bool = False) -> None:
     """Skip the running test with `reason`, or fail it under ATOMICFILE_REQUIRE_ALL=1 (or
     when `required_too`)."""
     if required() or required_too:
-        pytest.fail(f"{reason} (and {REQUIRE_ALL}=1 or CI asks for every test)", pytrace=False)
+        pytest.fail(f"{reason} ({REQUIRE_ALL}=1: here every test must run)", pytrace=False)
     pytest.skip(reason)
 
 
