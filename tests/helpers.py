@@ -141,8 +141,10 @@ def need(*names: str) -> None:
 @dataclass(frozen=True)
 class Staged:
     """What a child running as another uid runs: `python` (an interpreter that uid can
-    execute, with a standard library it can read), and `env` (PYTHONPATH naming a
-    world-readable copy of the package, also `cwd`)."""
+    execute, with a standard library it can read), with `env` (PYTHONPATH naming a
+    world-readable copy of the package) and in `cwd`, that copy's directory: a `-c` child
+    puts its working directory first on sys.path, and from the checkout it would import
+    the checkout's package."""
 
     python: str
     env: dict[str, str]

@@ -330,6 +330,7 @@ def window_writer(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=staged.env if staged else None,
+        cwd=staged.cwd if staged else None,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the temp exists, unlocked

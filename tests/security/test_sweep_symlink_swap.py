@@ -126,6 +126,7 @@ def test_sweep_never_follows_a_directory_swapped_for_a_symlink(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=other_user.env,
+        cwd=other_user.cwd,
     )
     attacker: subprocess.Popen[bytes] | None = None
     try:
