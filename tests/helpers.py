@@ -105,7 +105,7 @@ def _lazyfs_build() -> str | None:
     missing = [w for w in why if w]
     if not missing:
         return None
-    return (f"building LazyFS needs {'; '.join(missing)}: "
+    return (f"LazyFS can't be built here ({'; '.join(missing)}): "
             f"apt-get install {' '.join(LAZYFS_BUILD_PACKAGES)}")  # fmt: skip
 
 

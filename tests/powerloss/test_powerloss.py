@@ -115,7 +115,7 @@ def _lazyfs_binary() -> Path | str:
         return binary
     tools = missing("lazyfs-build")
     if tools:
-        return f"LazyFS is not built yet, and {tools}"
+        return f"no LazyFS build in {cache}; {tools}"
     tail = " ".join(done.stderr.strip().splitlines()[-3:])
     return f"LazyFS build failed ({BUILD_SCRIPT} {cache}): {tail or done.returncode}"
 
