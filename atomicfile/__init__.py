@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._clean import clean_stale_temps
     from ._directory import AtomicDirectory
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = [
     "AsyncFile",
     "AtomicBatch",

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from ._permissions import Permissions
 
 SUPPORTED = "s3:// (s3fs), memory:// (fsspec's memory file system) and local files"
-EXTRA = "pip install 'atomicfile[s3]'"
+EXTRA = "pip install 'pyatomicfile[s3]'"
 #: S3's smallest part (all but the last); a part size below it is raised to it.
 MIN_PART = 5 * 2**20
 #: Protocols fsspec knows, for the error given when fsspec is not installed at all.

@@ -1,11 +1,14 @@
 """Shared fixtures: one `form` that runs each case through the sync and the async front
-door, and real file systems (tiny tmpfs, read-only tmpfs) for real errors."""
+door, real file systems (tiny tmpfs, read-only tmpfs) for real errors, the `needs` marker
+(what a test needs from the machine: tests/helpers.py) and `other_user` (what a child
+running as another uid needs)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Coroutine, Iterator
@@ -16,9 +19,38 @@ import pytest
 
 from atomicfile import AtomicFile, atomic_write, atomic_write_async
 
+from helpers import CHECKS, Staged, need, stage_for_other_user, staged_tmp, unavailable
+
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (mount, chown, setuid)")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """`@pytest.mark.needs("strace", ...)`: skip (fail under ATOMICFILE_REQUIRE_ALL=1) unless
+    each named piece is usable; the reason names the package (tests/helpers.py)."""
+    for marker in item.iter_markers("needs"):
+        unknown = [n for n in marker.args if n not in CHECKS]
+        assert not unknown, f"needs(): unknown {unknown}; known: {sorted(CHECKS)}"
+        need(*marker.args)
+
+
+@pytest.fixture(scope="session")
+def other_user() -> Iterator[Staged]:
+    """An interpreter and a copy of the package that uid 65534 (and any other uid) can
+    run, for the tests whose children drop root: the checkout and the interpreter may sit
+    in a 0700 directory (a home) that such a child can't enter."""
+    if not IS_ROOT:
+        pytest.skip("running a child as another uid needs root")
+    where = staged_tmp()
+    try:
+        staged = stage_for_other_user(where, 65534)
+        if isinstance(staged, str):
+            unavailable(staged)
+            raise AssertionError  # not reached
+        yield staged
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def listing(directory: str | os.PathLike[str]) -> list[str]:

@@ -11,7 +11,6 @@ import errno
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -268,7 +267,7 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.needs("strace")
 def test_no_file_syscall_on_the_loop_thread(tmp_path: Path) -> None:
     """Real proof, not wrappers: strace every file syscall of an async session and check
     that none touching the target's directory came from the loop's thread (the main one).

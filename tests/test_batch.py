@@ -22,6 +22,7 @@ import atomicfile
 from atomicfile import AtomicBatch, SessionFileError
 
 from conftest import listing, needs_root
+from helpers import Staged
 
 
 def setup_dirs(tmp_path: Path) -> tuple[Path, Path]:
@@ -244,7 +245,7 @@ def test_async_exception(tmp_path: Path) -> None:
 
 
 @needs_root
-def test_permission_denied_on_parent() -> None:
+def test_permission_denied_on_parent(other_user: Staged) -> None:
     import tempfile
 
     top = Path(tempfile.mkdtemp(prefix="atomicbatch-perm-"))
@@ -267,9 +268,10 @@ def test_permission_denied_on_parent() -> None:
             "    print(isinstance(e, PermissionError), errno.errorcode[e.errno])\n"
         )
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        done = subprocess.run(
-            [*command, sys.executable, "-c", code], capture_output=True, text=True
-        )
+        done = subprocess.run(  # the checkout may be where uid 65534 can't read
+            [*command, other_user.python, "-c", code], capture_output=True, text=True,
+            env=other_user.env, cwd=other_user.cwd,
+        )  # fmt: skip
         assert done.stdout.split() == ["True", "EACCES"], done.stderr
         assert listing(ok) == [] and listing(locked) == ["f"]
         assert (locked / "f").read_text() == "old"
@@ -277,7 +279,7 @@ def test_permission_denied_on_parent() -> None:
         shutil.rmtree(top)
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.needs("strace")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux syscalls")
 def test_one_durability_point(tmp_path: Path) -> None:
     """Six files in two directories: one syncfs (the file system is ext4/xfs/btrfs/tmpfs

@@ -21,6 +21,7 @@ from atomicfile import AtomicFile, clean_stale_temps
 from atomicfile._clean import SKIPPED, remove_tree
 
 from conftest import IS_ROOT, listing, mount_tmpfs, temps
+from helpers import Staged
 
 # A writer in another process: it opens the write, writes a part, flushes it, prints its
 # temp path (the temp then exists and is locked), and waits on stdin; given a line, it
@@ -321,15 +322,21 @@ print(len(locked), flush=True)
 """
 
 
-def window_writer(target: Path, *uid: str) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", WINDOW_WRITER, str(target), *uid],
+def window_writer(
+    target: Path, *uid: str, staged: Staged | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    proc = subprocess.Popen(  # `staged`: for a uid that may not reach the checkout
+        [staged.python if staged else sys.executable, "-c", WINDOW_WRITER, str(target), *uid],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        env=staged.env if staged else None,
+        cwd=staged.cwd if staged else None,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the temp exists, unlocked
-    assert line, f"writer died: {proc.wait()}"
+    if not line:  # close its pipes: a leaked one warns in whichever test collects it
+        proc.communicate()
+    assert line, f"writer died: {proc.returncode}"
     return proc, line.decode().strip()
 
 
@@ -357,13 +364,13 @@ def shared_dir() -> Iterator[Path]:
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to write as another user")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux)")
-def test_temp_between_create_and_lock_without_leases(shared_dir: Path) -> None:
+def test_temp_between_create_and_lock_without_leases(shared_dir: Path, other_user: Staged) -> None:
     """Where the sweep cannot ask the kernel (not the file's owner, no CAP_LEASE), a temp
     between create and lock looks stale: the sweep removes it under its lock and reports
     exactly that one name, which is really gone; the writer retries with a new name."""
     os.chown(shared_dir, 65533, 65533)
     target = shared_dir / "t"
-    proc, temp = window_writer(target, "65533")
+    proc, temp = window_writer(target, "65533", staged=other_user)
     done = subprocess.run(
         ["setpriv", "--inh-caps=-lease", "--bounding-set=-lease", sys.executable, "-c",
          "import sys, atomicfile; print(*atomicfile.clean_stale_temps(sys.argv[1]))",

@@ -204,7 +204,7 @@ def test_symlinks(tmp_path: Path) -> None:
     assert listing(tmp_path) == ["link", "real"]
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.needs("strace")
 @pytest.mark.parametrize(("options", "expected"), [([], 2), (["--no-fsync"], 0)])
 def test_no_fsync(tmp_path: Path, options: list[str], expected: int) -> None:
     trace = tmp_path.parent / f"{tmp_path.name}.strace"

@@ -24,6 +24,7 @@ from atomicfile import AtomicDirectory, SessionFileError
 from atomicfile._naming import is_temp_name
 
 from conftest import listing, mount_tmpfs, needs_root
+from helpers import Staged
 
 STAGING_RE = r"\.{base}\.[0-9a-f]{{16}}\.tmp"
 
@@ -339,7 +340,7 @@ def test_bind_mount_target_same_fs(tmp_path: Path) -> None:
 
 
 @needs_root
-def test_permission_denied_on_parent() -> None:
+def test_permission_denied_on_parent(other_user: Staged) -> None:
     # Outside tmp_path: pytest's base directory is 0o700, which another user can't enter.
     import shutil
     import tempfile
@@ -360,9 +361,10 @@ def test_permission_denied_on_parent() -> None:
             "    print(isinstance(e, PermissionError), errno.errorcode[e.errno], e.step)\n"
         )
         command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        done = subprocess.run(
-            [*command, sys.executable, "-c", code], capture_output=True, text=True
-        )
+        done = subprocess.run(  # the checkout may be where uid 65534 can't read
+            [*command, other_user.python, "-c", code], capture_output=True, text=True,
+            env=other_user.env, cwd=other_user.cwd,
+        )  # fmt: skip
         assert done.stdout.split() == ["True", "EACCES", "create", "temp"], done.stderr
         assert listing(parent) == ["site"]
         assert tree(parent / "site") == OLD

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,15 +21,16 @@ import pytest
 from atomicfile import AtomicFile, SessionFileError, atomic_write
 
 from conftest import listing, needs_root
+from helpers import unavailable
 
-pytest.importorskip("mfusepy", reason="needs mfusepy (and libfuse 3) for a FUSE file system")
+# /dev/fuse, libfuse 3 (loaded by mfusepy in the helper) and fusermount3: else skipped,
+# naming the package (tests/helpers.py). This module never imports mfusepy itself.
+pytestmark = pytest.mark.needs("fuse")
 
 HELPER = Path(__file__).with_name("_nolinkfs.py")
 
 
 def mount(tmp_path: Path, *flags: str) -> Iterator[Path]:
-    if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
-        pytest.skip("needs /dev/fuse and fusermount3")
     backing, mnt = tmp_path / "backing", tmp_path / "mnt"
     backing.mkdir()
     mnt.mkdir()
@@ -45,7 +45,7 @@ def mount(tmp_path: Path, *flags: str) -> Iterator[Path]:
     if line.strip() != "ready":
         proc.kill()
         _, err = proc.communicate()
-        pytest.skip(f"cannot mount the FUSE file system: {err.strip()[-300:]}")
+        unavailable(f"cannot mount the FUSE file system: {err.strip()[-300:]}")
     try:
         yield mnt
     finally:

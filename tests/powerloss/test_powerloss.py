@@ -13,9 +13,10 @@ no temp file left. Three known-bad writers prove that the harness sees what it m
 must show a torn (empty, partial, missing) target or a write lost after it returned.
 
 Set ATOMICFILE_POWERLOSS_TABLE=FILE to write the README's table (markdown) to FILE.
-Needs root, /dev/fuse and LazyFS (built from ../shared/third_party/lazyfs, cached); skips
-with one line naming what is missing, unless ATOMICFILE_POWERLOSS_REQUIRED=1 (CI), where
-that is a failure.
+Needs root, /dev/fuse, strace, e2fsprogs and LazyFS, built on first use from the copy in
+lazyfs/ into a cache outside the checkout (lazyfs/README.md); skips with one line naming
+what is missing and the Debian packages to install, unless ATOMICFILE_REQUIRE_ALL=1 or
+ATOMICFILE_POWERLOSS_REQUIRED=1 (CI), where that is a failure.
 """
 
 from __future__ import annotations
@@ -35,14 +36,14 @@ from _writer import WRITERS, tree_content
 
 from atomicfile._naming import is_temp_name
 
+from helpers import missing, unavailable
+
 pytestmark = [pytest.mark.powerloss, pytest.mark.timeout(900)]
 
-HERE = Path(__file__).resolve().parent
-CHECKOUT = HERE.parents[1]
-# CI clones the repository with `shared/` beside it, as in the main checkout's layout.
-SHARED = CHECKOUT.parent / "shared" / "third_party" / "lazyfs"
-BUILD_PACKAGES = ("libfuse3-dev", "fuse3", "cmake", "g++", "make", "libspdlog-dev", "libtoml11-dev")
-TOOLS = ("strace", "mkfs.ext4", "losetup", "mount", "umount", "dd")
+#: LazyFS's source, vendored (lazyfs/README.md).
+BUILD_SCRIPT = Path(__file__).resolve().parent / "lazyfs" / "build.sh"
+#: Always there on Debian (util-linux, mount, coreutils), checked all the same.
+TOOLS = ("losetup", "mount", "umount", "dd")
 
 OLD = b"old content, line after line.\n" * 400  # 12,000 bytes: three 4 KiB blocks
 NEW = bytes(range(ord("a"), ord("z") + 1)) * 1000  # 26,000 bytes, written in 3 pieces
@@ -88,16 +89,19 @@ def _missing() -> str | None:
         return "Linux only"
     if os.geteuid() != 0:
         return "needs root (FUSE, losetup, mount)"
-    if not os.path.exists("/dev/fuse"):
-        return "no /dev/fuse"
+    for name in ("fuse", "strace", "mkfs.ext4"):
+        why = missing(name)  # naming the Debian package
+        if why:
+            return why
     tools = [t for t in TOOLS if shutil.which(t) is None]
     if tools:
-        return f"missing {', '.join(tools)} (Debian: strace, e2fsprogs, mount, coreutils)"
+        return f"missing {', '.join(tools)}: apt-get install util-linux mount coreutils"
     return None
 
 
 def _lazyfs_binary() -> Path | str:
-    """The cached LazyFS binary (built on first use), or a one-line reason why there is none."""
+    """The LazyFS binary, built from lazyfs/ into the cache on first use (build.sh reuses a
+    build of the same tarball), or a one-line reason why there is none."""
     given = os.environ.get("ATOMICFILE_LAZYFS")
     if given:
         return Path(given) if os.access(given, os.X_OK) else f"ATOMICFILE_LAZYFS={given}: no binary"
@@ -105,33 +109,21 @@ def _lazyfs_binary() -> Path | str:
         os.environ.get("ATOMICFILE_LAZYFS_BUILD")
         or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "atomicfile/lazyfs"
     )
-    binary = cache / "lazyfs" / "build" / "lazyfs"
-    if os.access(binary, os.X_OK):
+    done = subprocess.run(["bash", str(BUILD_SCRIPT), str(cache)], capture_output=True, text=True)
+    binary = Path((done.stdout.strip().splitlines() or [""])[-1])
+    if done.returncode == 0 and os.access(binary, os.X_OK):
         return binary
-    source = SHARED
-    if not (source / "build.sh").is_file() and os.environ.get("ATOMICFILE_LAZYFS_SRC"):
-        source = Path(os.environ["ATOMICFILE_LAZYFS_SRC"])
-    if not (source / "build.sh").is_file():
-        return f"no LazyFS source: no {SHARED}, no $ATOMICFILE_LAZYFS_SRC"
-    absent = [
-        p for p in BUILD_PACKAGES
-        if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode
-    ]  # fmt: skip
-    if absent:
-        # The build script would install them with apt-get: .ci/run does; a test run doesn't.
-        return f"LazyFS not built and packages missing: {' '.join(absent)} (run .ci/run)"
-    done = subprocess.run(["bash", str(source / "build.sh"), str(cache)], capture_output=True)
-    if done.returncode or not os.access(binary, os.X_OK):
-        tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
-        return f"LazyFS build failed: {' '.join(tail) or done.returncode}"
-    return binary
+    tools = missing("lazyfs-build")
+    if tools:
+        return f"no LazyFS build in {cache}; {tools}"
+    tail = " ".join(done.stderr.strip().splitlines()[-3:])
+    return f"LazyFS build failed ({BUILD_SCRIPT} {cache}): {tail or done.returncode}"
 
 
 def _unavailable(reason: str) -> None:
-    message = f"power-loss tests: {reason}"
-    if os.environ.get("ATOMICFILE_POWERLOSS_REQUIRED") == "1":
-        pytest.fail(message + " (ATOMICFILE_POWERLOSS_REQUIRED=1)", pytrace=False)
-    pytest.skip(message)
+    """Skip, or fail in CI (ATOMICFILE_REQUIRE_ALL=1; ATOMICFILE_POWERLOSS_REQUIRED=1)."""
+    required = os.environ.get("ATOMICFILE_POWERLOSS_REQUIRED") == "1"
+    unavailable(f"power-loss tests: {reason}", required_too=required)
 
 
 def _leftovers(work: Path) -> list[str]:

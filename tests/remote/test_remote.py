@@ -489,7 +489,7 @@ def test_missing_extra_names_it() -> None:
         "except ImportError as e:\n    print(e)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
-    assert b"pip install 'atomicfile[s3]'" in done.stdout
+    assert b"pip install 'pyatomicfile[s3]'" in done.stdout
 
 
 def test_async_exception_and_cancel_keep_old(bucket: Bucket) -> None:

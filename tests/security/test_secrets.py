@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -221,9 +220,7 @@ def test_group_that_cant_be_kept_gets_no_access(shared_dir: Path, form: Form) ->
     assert listing(home) == ["conf"]
 
 
-needs_acl = pytest.mark.skipif(
-    shutil.which("setfacl") is None, reason="setfacl (acl) not installed"
-)
+needs_acl = pytest.mark.needs("setfacl")
 
 
 def _getfacl(path: Path) -> list[str]:

@@ -25,6 +25,7 @@ import pytest
 from atomicfile import clean_stale_temps
 
 from conftest import IS_ROOT, listing
+from helpers import Staged
 
 ATTACKER = 65534
 VICTIM = 65533
@@ -107,7 +108,9 @@ def base() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
-def test_sweep_never_follows_a_directory_swapped_for_a_symlink(base: Path) -> None:
+def test_sweep_never_follows_a_directory_swapped_for_a_symlink(
+    base: Path, other_user: Staged
+) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     if not hasattr(libc, "renameat2"):
         pytest.skip("the C library has no renameat2")
@@ -118,10 +121,12 @@ def test_sweep_never_follows_a_directory_swapped_for_a_symlink(base: Path) -> No
     victim_dir.mkdir(mode=0o755)
     os.chown(victim_dir, VICTIM, VICTIM)  # the attacker cannot write here
 
-    victim = subprocess.Popen(
-        [sys.executable, "-c", VICTIM_WRITER, str(victim_dir), str(VICTIM)],
+    victim = subprocess.Popen(  # the checkout may be where the victim's uid can't read
+        [other_user.python, "-c", VICTIM_WRITER, str(victim_dir), str(VICTIM)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        env=other_user.env,
+        cwd=other_user.cwd,
     )
     attacker: subprocess.Popen[bytes] | None = None
     try:

@@ -28,6 +28,7 @@ import atomicfile
 pytestmark = pytest.mark.stress
 
 STRACE = shutil.which("strace")
+needs_strace = pytest.mark.needs("strace")  # skipped naming the package (tests/helpers.py)
 TRACED = (
     "trace=%file,%desc,fsync,fdatasync,rename,renameat,renameat2,link,linkat,unlink,unlinkat,"
     "fchmod,fchown,flock,openat,close"
@@ -176,8 +177,7 @@ def run_traced(
     tmp_path: Path, *, full: bool = False, **options: Any
 ) -> tuple[list[Call], dict[str, Any]]:
     """Trace one write in a child; return the calls between the two markers."""
-    if STRACE is None:
-        pytest.skip("strace is not installed (.ci/run installs it)")
+    assert STRACE is not None  # the tests that call this are marked needs_strace
     work = tmp_path / "dir"
     work.mkdir(exist_ok=True)
     args: dict[str, Any] = {
@@ -318,6 +318,7 @@ def _check_durable_order(calls: list[Call], args: dict[str, Any], final: int) ->
     return {"open": i_open, "fsync": i_sync, "publish": publish, "dir fsync": i_dsync}
 
 
+@needs_strace
 @pytest.mark.parametrize("api", ["atomic_write", "AtomicFile", "async_with"])
 def test_durable_write_syncs_in_order(tmp_path: Path, api: str) -> None:
     # permissions=0o660 under umask 0o022: created 0o640 (never wider than final), so the
@@ -330,6 +331,7 @@ def test_durable_write_syncs_in_order(tmp_path: Path, api: str) -> None:
     assert stat.S_IMODE(os.stat(args["target"]).st_mode) == 0o660
 
 
+@needs_strace
 def test_durable_replace_of_existing_private_file(tmp_path: Path) -> None:
     """An existing 0o600 target, umask 0: the temp is created 0o600, never wider."""
     (tmp_path / "dir").mkdir()
@@ -341,11 +343,13 @@ def test_durable_replace_of_existing_private_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
+@needs_strace
 def test_x_mode_renames_without_replacing(tmp_path: Path) -> None:
     calls, args = run_traced(tmp_path, api="atomic_write", mode="x")
     _check_durable_order(calls, args, 0o644)
 
 
+@needs_strace
 @pytest.mark.parametrize("api", ["atomic_write", "AtomicFile", "async_with"])
 def test_durable_false_never_syncs(tmp_path: Path, api: str) -> None:
     calls, args = run_traced(tmp_path, api=api, durable=False)
@@ -357,6 +361,7 @@ def test_durable_false_never_syncs(tmp_path: Path, api: str) -> None:
            i_open + 1, what="rename")  # fmt: skip
 
 
+@needs_strace
 def test_syscall_count_of_one_small_durable_write(tmp_path: Path) -> None:
     """The cost of `atomic_write(new_path, b"...")` (durable) in system calls.
 
