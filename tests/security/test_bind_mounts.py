@@ -152,8 +152,12 @@ def test_replace_keeps_a_mount_inside_the_old_tree(
     assert listing(tmp_path / old[0]) == ["tree"]
     assert listing(tmp_path / old[0] / "tree") == ["sub"]
     assert listing(tmp_path / old[0] / "tree" / "sub") == ["data"]
-    warnings = [(r.getMessage(), r.__dict__.get("cleanup_error_code")) for r in caplog.records]
-    assert warnings == [("Failed to clean up temp file", "EXDEV")]
+    # One warning, naming what was left (the staging directory) and why (EXDEV: a mount).
+    warnings = [
+        (r.getMessage(), r.__dict__.get("temp_path"), r.__dict__.get("cleanup_error_code"))
+        for r in caplog.records
+    ]
+    assert warnings == [("Failed to clean up temp file", str(tmp_path / old[0]), "EXDEV")]
 
 
 # A writer killed mid-block: it fills its staging tree, makes `data` in it, has the mount
@@ -194,7 +198,9 @@ def test_sweep_keeps_a_mount_inside_a_dead_staging_tree(
         assert writer.wait() == -signal.SIGKILL
         writer.stdin.close()  # type: ignore[union-attr]
         writer.stdout.close()  # type: ignore[union-attr]
-    stage = data.parent
+    # The writer's tree is `tree` in its staging directory.
+    stage = data.parent.parent
+    assert data.parent.name == "tree"
     assert STAGING.fullmatch(stage.name) and stage.parent == tmp_path
     caplog.set_level(logging.DEBUG, logger="atomicfile")
 
@@ -202,7 +208,8 @@ def test_sweep_keeps_a_mount_inside_a_dead_staging_tree(
 
     check_untouched(tmp_path, data)
     assert listing(tmp_path) == sorted([stage.name, *outside_listing(tmp_path), "site"])
-    assert listing(stage) == ["data"]  # the rest of the dead tree went
+    assert listing(stage) == ["tree"]
+    assert listing(stage / "tree") == ["data"]  # the rest of the dead tree went
     assert snapshot(site) == {"index.html": b"live"}
     events = [(r.getMessage(), r.__dict__.get("reason")) for r in caplog.records]
     assert events == [("Temp file skipped", "cannot remove: Invalid cross-device link")]
