@@ -300,7 +300,7 @@ def test_fifo_swapped_in_during_the_walk_never_hangs(shared_dir: Path) -> None:
 def test_fsync_walk_skips_fifos_and_symlinks(tmp_path: Path) -> None:
     """The walk itself, on a tree holding a FIFO, a symlink to a FIFO and a dangling
     link: nothing is opened that could block, nothing outside is reached."""
-    from atomicfile._batch import _fsync_walk
+    from atomicfile._fs import fsync_walk
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -313,7 +313,7 @@ def test_fsync_walk_skips_fifos_and_symlinks(tmp_path: Path) -> None:
     os.symlink(tmp_path / "nowhere", root / "sub" / "dangling")
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _fsync_walk(fd)
+        fsync_walk(fd)
     finally:
         os.close(fd)
     assert listing(root) == ["fifo", "link", "sub"]
