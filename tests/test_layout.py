@@ -25,7 +25,9 @@ def _reaches(path: Path) -> list[str]:
         if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
             for alias in node.names:
                 if _private(alias.name):
-                    found.append(f"{path.name}:{node.lineno} from .{node.module} import {alias.name}")
+                    found.append(
+                        f"{path.name}:{node.lineno} from .{node.module} import {alias.name}"
+                    )
         elif (
             isinstance(node, ast.Attribute)
             and isinstance(node.value, ast.Name)
