@@ -500,7 +500,7 @@ class AtomicDirectory(Writer):
         if self._aside:  # fallback=True: it is already under a kept name
             aside, self._aside = self._aside, ""
             if self._keep_old:
-                self._give_back_quietly()
+                self._give_back_quietly(aside)
                 self.old_path = self._path_of(aside)
             else:
                 self._lent = None  # it goes
@@ -517,22 +517,24 @@ class AtomicDirectory(Writer):
                 except OSError as exc:
                     # The old tree stays in the staging directory, which the sweep will
                     # remove once this writer lets go of it: say so.
-                    self._give_back_quietly()
+                    self._give_back_quietly(None)
                     self._name = ""
                     self._log_removal(exc)
                     return
-                self._give_back_quietly()
+                self._give_back_quietly(kept)
                 self.old_path = self._path_of(kept)
                 break
         else:
             self._lent = None  # the old tree, if any, is removed with the staging directory
         self._log_removal(self._remove_staging())
 
-    def _give_back_quietly(self) -> None:
+    def _give_back_quietly(self, name: str | None) -> None:
+        """`_give_back` after the commit: a failure is a warning naming the kept tree
+        (`name` in the parent; None: still in the staging directory)."""
         try:
             self._give_back()
         except OSError as exc:
-            self._log_removal(exc)
+            self._log_removal(exc, os.path.join(self._dir, name) if name else None)
 
     def _path_of(self, name: str) -> Path:
         from pathlib import Path

@@ -1,4 +1,6 @@
-"""The platform's file-system primitives: durable sync, locks, copying, no-clobber rename."""
+"""The platform's file-system primitives: durable sync (of a file, a directory, a whole
+tree), locks, copying, no-clobber and exchanging renames, mount points, and the flags and
+errors the writers and the sweep share."""
 
 from __future__ import annotations
 
