@@ -790,49 +790,17 @@ def _syncfs(fd: int) -> None:
 
 
 def sync_tree(fd: int, walk: bool) -> None:
-    """Make the file system holding `fd` durable up to now: syncfs where trusted, else
-    (`walk`) an fsync of every file and directory under the directory `fd`."""
-    if _syncfs_trusted(fd):
-        _syncfs(fd)
-    elif walk:
-        _fsync_walk(fd)
-    else:
-        os.fsync(fd)
+    """`_fs.sync_tree`, its home now."""
+    from ._fs import sync_tree
+
+    sync_tree(fd, walk)
 
 
 def _fsync_walk(dir_fd: int) -> None:
-    """fsync every regular file and directory under `dir_fd`, then `dir_fd` itself.
+    """`_fs.fsync_walk`, its home now."""
+    from ._fs import fsync_walk
 
-    Each entry is opened relative to its directory with O_NOFOLLOW|O_NONBLOCK and judged
-    by the descriptor: a FIFO (or device) put in place of a file after the listing is
-    opened without blocking and skipped, never read or waited on; a symlink fails to open
-    (ELOOP) and is skipped; nothing is followed out of the tree."""
-    import stat
-
-    from ._fs import fsync_dir, fsync_file
-
-    with os.scandir(dir_fd) as entries:
-        names = [
-            e.name
-            for e in entries
-            if e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)
-        ]
-    for name in names:
-        try:
-            fd = os.open(name, _ENTRY_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):
-                continue  # replaced by a symlink, removed, a socket: nothing of ours to sync
-            raise
-        try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISDIR(mode):
-                _fsync_walk(fd)
-            elif stat.S_ISREG(mode):
-                fsync_file(fd)
-        finally:
-            os.close(fd)
-    fsync_dir(dir_fd)
+    fsync_walk(dir_fd)
 
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)

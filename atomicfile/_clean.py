@@ -447,8 +447,8 @@ def _sweep_staging_dir(dir_fd: int, name: str, before: os.stat_result, dry_run: 
         opened = os.fstat(fd)
         if not _same_file(opened, before):
             return "replaced"
-        if opened.st_dev != os.fstat(dir_fd).st_dev:
-            return "a mount point"
+        if opened.st_dev != os.fstat(dir_fd).st_dev or _fs.is_mount_root(fd):
+            return "a mount point"  # another file system, or a bind mount of this one
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -463,10 +463,12 @@ def _sweep_staging_dir(dir_fd: int, name: str, before: os.stat_result, dry_run: 
             return "replaced"
         if not _staging_layout(fd, opened):
             return "not a staging directory"
-        if dry_run:
-            return None
         try:
-            _remove_contents(fd, opened.st_dev)
+            # A dry run walks the tree as the removal would, removing nothing: it lists
+            # only what a real run removes (not a tree that holds a mount point).
+            _remove_contents(fd, opened.st_dev, dry_run)
+            if dry_run:
+                return None
             if not _same_file(os.stat(name, dir_fd=dir_fd, follow_symlinks=False), opened):
                 return "replaced"
             os.rmdir(name, dir_fd=dir_fd)
@@ -491,14 +493,16 @@ def _staging_layout(fd: int, opened: os.stat_result) -> bool:
     return names in ([], [STAGING_TREE])
 
 
-def _remove_contents(top: int, dev: int) -> None:
+def _remove_contents(top: int, dev: int, dry_run: bool = False) -> None:
     """Empty the directory open as `top` (on device `dev`), depth first, relative to
     descriptors. A mount point in it is never entered nor removed; everything else is, then
     OSError(EXDEV) names the first mount point kept. EXDEV at once if `top` itself is the
-    root of a mount (a staging directory never is one)."""
+    root of a mount (a staging directory never is one). `dry_run`: the same walk, changing
+    nothing, and the same EXDEV if the tree holds a mount point."""
     if _fs.is_mount_root(top):
         raise OSError(errno.EXDEV, "a mount point: not removed")
-    _open_up(top)
+    if not dry_run:
+        _open_up(top)
     kept: list[str] = []  # mount points left in place, relative to `top`
     # Frames: (descriptor, names still to remove, its path relative to `top`, len(kept) when
     # it was entered: more when it is done means a mount point below, so it stays).
@@ -510,13 +514,17 @@ def _remove_contents(top: int, dev: int) -> None:
                 frames.pop()
                 if frames:  # a subdirectory, now empty unless it leads to a mount point
                     os.close(fd)
-                    if len(kept) == kept_before:
+                    if len(kept) == kept_before and not dry_run:
                         os.rmdir(os.path.basename(path), dir_fd=frames[-1][0])
                 continue
             name = names.pop()
             sub_path = os.path.join(path, name)
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if not stat.S_ISDIR(st.st_mode):
+                if dry_run:
+                    if _file_is_mount(fd, name, dev):
+                        kept.append(sub_path)
+                    continue
                 try:
                     os.unlink(name, dir_fd=fd)  # a symlink is removed, never followed
                 except OSError as exc:
@@ -532,8 +540,7 @@ def _remove_contents(top: int, dev: int) -> None:
                 # but is the root of its own mount.
                 mounted = os.fstat(sub).st_dev != dev or st.st_dev != dev or _fs.is_mount_root(sub)
                 if not mounted:
-                    _open_up(sub)
-                    sub_names = _names(sub)
+                    sub_names = _names_to_remove(sub, dry_run)
             except BaseException:
                 os.close(sub)
                 raise
@@ -547,6 +554,35 @@ def _remove_contents(top: int, dev: int) -> None:
             os.close(fd)
     if kept:
         raise OSError(errno.EXDEV, "a mount point: not crossed", kept[0])
+
+
+def _names_to_remove(fd: int, dry_run: bool) -> list[str]:
+    """The entries of a directory of the tree, opened up first (`_open_up`). A dry run
+    changes nothing: a directory it can't list without opening it up counts as empty."""
+    if not dry_run:
+        _open_up(fd)
+        return _names(fd)
+    try:
+        return _names(fd)
+    except PermissionError:
+        return []
+
+
+def _file_is_mount(dir_fd: int, name: str, dev: int) -> bool:
+    """Whether the non-directory `name` is a mount point (a file bind-mounted on it),
+    which the removal finds by unlink's EBUSY: by its device, else its mount id through an
+    O_PATH descriptor (Linux: opens nothing, follows no link)."""
+    o_path = getattr(os, "O_PATH", 0)
+    if not o_path:
+        return False
+    try:
+        fd = os.open(name, o_path | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        return os.fstat(fd).st_dev != dev or bool(_fs.is_mount_root(fd))
+    finally:
+        os.close(fd)
 
 
 def _open_up(fd: int) -> None:

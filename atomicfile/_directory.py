@@ -10,10 +10,19 @@ controls the parent and renames the staging directory away can't redirect the wr
 On commit the tree is made durable, then exchanged with the target by
 renameat2(staging_fd, "tree", parent_fd, name, RENAME_EXCHANGE): the source is named in a
 directory nobody else can write, so what is published is what was staged, and at every
-instant the target's name leads to the old tree or to the new one. The old tree, now
-`tree` in the staging directory (still locked), is then removed, or kept. Only then is the
-new top directory given the old one's owner (never a foreign one in a sticky
-world-writable parent): nobody else can touch the tree before it is published.
+instant the target's name leads to the old tree or to the new one. Right after, the new
+top directory gets the old one's owner (never a foreign one in a sticky world-writable
+parent) and its final mode: nobody else can touch the tree before it is published. The old
+tree, now `tree` in the staging directory (still locked), is then removed, or kept.
+
+rename(2) moves a directory to another parent only with write access to it (its `..`
+entry changes), and both trees move between the staging directory and the parent: the new
+top directory keeps its owner's write until it is published, and an old one of the
+writer's that lacks it is lent it (given back when the old tree is kept). Another user's
+old tree that this one can't write can't be replaced (EACCES, said plainly).
+
+The lifecycle (states, misuse errors, `discard()`, `with`, garbage collection, the fork
+guard) is `_txn.Writer`'s; this module supplies the open and commit phases and the cleanup.
 """
 
 from __future__ import annotations
@@ -24,44 +33,34 @@ import stat
 
 from . import _fs, _naming, _permissions
 from ._clean import STAGING_TREE
-from ._errors import SessionFileError
+from ._errors import needs_wrapping
+from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, Writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
-    from typing import Any
 
     from _typeshed import StrOrBytesPath
 
     from ._log import AnyLogger, EventLog
     from ._permissions import Permissions
 
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
 _ATTEMPTS = 100
 _SETID = stat.S_ISUID | stat.S_ISGID
-
-_NEW, _OPEN, _COMMITTING, _COMMITTED, _DISCARDED, _FAILED = (
-    "new", "open", "committing", "committed", "discarded", "failed",
-)  # fmt: skip
-_MISUSE = {
-    _OPEN: "AtomicDirectory is already open; create a new AtomicDirectory for another write",
-    _COMMITTING: "AtomicDirectory is being committed",
-    _COMMITTED: "AtomicDirectory was already committed",
-    _DISCARDED: "AtomicDirectory was discarded",
-    _FAILED: "AtomicDirectory already failed",
-}
 _NO_EXCHANGE = (
     "This system or file system can't exchange two directories atomically "
     "(renameat2 RENAME_EXCHANGE); pass fallback=True to replace the directory in two "
     "renames, with an instant where it is missing"
 )
+_NOT_MOVABLE = (
+    "The target directory is another user's and not writable by this one: replacing it "
+    "moves it into the staging directory, which rename(2) allows only with write access "
+    "to the directory (its '..' entry changes); replace it as its owner or as root"
+)
 
 
-class AtomicDirectory:
+class AtomicDirectory(Writer):
     """Replace the directory `path` with a new tree in one step: readers and crashes see
     the old tree or the new one, never a mix, never a missing one.
 
@@ -92,6 +91,31 @@ class AtomicDirectory:
     system error, with the target untouched.
     """
 
+    _kind = "AtomicDirectory"
+    _operation = "atomic directory"
+    #: The block fills `d` any way it likes (open(), copytree, other libraries, child
+    #: processes): its errors are its own and pass unchanged, not as the write's.
+    _wraps_block_errors = False
+
+    # Starting values shared by every instance (the base's convention).
+    _dfd = -1  # the parent directory
+    _sfd = -1  # the staging directory (its flock keeps the sweep away)
+    _tfd = -1  # the new tree, `tree` in the staging directory until the exchange
+    _extra_fd = -1  # a target that appeared during the commit, locked
+    _name = ""  # the staging directory's name in the parent, until it is removed
+    _temp_path: str | None = None  # its path, for the log
+    _aside = ""  # fallback=True: the old tree's name in the parent once moved aside
+    _handed: Path | None = None  # what `open()` returned
+    _final_mode: int | None = None
+    _narrow = 0  # the final mode without group and set-id bits while the owner changes
+    _owner: tuple[int, int] | None = None  # given to the new tree after the exchange
+    _top_changed = False  # owner or mode changed after the exchange: fsync the top again
+    _lent: tuple[int, int] | None = None  # (old tree's fd, its mode) while lent owner write
+    _target_stat: os.stat_result | None = None
+    _parent_stat: os.stat_result | None = None
+    _step = "open"
+    _start = 0.0
+
     def __init__(
         self,
         path: StrOrBytesPath,
@@ -117,20 +141,6 @@ class AtomicDirectory:
         self._durable = bool(durable)
         self._keep_old = bool(keep_old)
         self._fallback = bool(fallback)
-        self._state = _NEW
-        self._in_with = False
-        self._discard_requested = False
-        self._dfd = -1  # the parent directory
-        self._sfd = -1  # the staging directory (its flock keeps the sweep away)
-        self._tfd = -1  # the new tree, `tree` in the staging directory until the exchange
-        self._extra_fd = -1  # a target that appeared during the commit, locked
-        self._name = ""  # the staging directory's name in the parent
-        self._aside = ""  # fallback=True: the old tree's name in the parent once moved aside
-        self._handed: Path | None = None  # what `open()` returned
-        self._final_mode: int | None = None
-        self._owner: tuple[int, int] | None = None  # given to the new tree after the exchange
-        self._target_stat: os.stat_result | None = None
-        self._parent_stat: os.stat_result | None = None
         #: The kept old tree (`keep_old=True`) after a commit that replaced one.
         self.old_path: Path | None = None
 
@@ -140,7 +150,7 @@ class AtomicDirectory:
     @property
     def staging_path(self) -> Path | None:
         """The new tree's path (what `open()` returned) while the write is open, else None."""
-        return self._handed if self._state == _OPEN else None
+        return self._handed if self._state == OPEN else None
 
     # -- the protocol ------------------------------------------------------------------
 
@@ -151,27 +161,27 @@ class AtomicDirectory:
         exists and is not a directory, is a symlink, or is a mount point; nothing is
         created then.
         """
-        if self._state != _NEW:
-            raise RuntimeError(_MISUSE[self._state])
+        self._begin()
         from ._log import EventLog, now
 
         self._log = EventLog(self._logger)
         self._start = now()
-        self._state = _OPEN
-        self._pid = os.getpid()  # a forked child never removes its parent's staging tree
-        self._step = "open"
         try:
             self._open()
         except BaseException as exc:
-            self._end(_FAILED if isinstance(exc, Exception) else _DISCARDED, exc)
-            if isinstance(exc, OSError) and exc.errno is not None:
-                raise SessionFileError(self.path, "atomic directory", exc, self._step) from exc
+            self._fail(exc)
+            if needs_wrapping(exc):
+                raise self._error(exc, self._step) from exc
             raise
         assert self._handed is not None
         return self._handed
 
+    if TYPE_CHECKING:
+
+        def __enter__(self) -> Path: ...
+
     def _open(self) -> None:
-        self._dfd = dfd = os.open(self._dir or os.curdir, _DIR_FLAGS)
+        self._dfd = dfd = os.open(self._dir or os.curdir, _fs.DIR_FLAGS_FOLLOW)
         self._parent_stat = parent = os.fstat(dfd)
         try:
             st: os.stat_result | None = os.stat(self._base, dir_fd=dfd, follow_symlinks=False)
@@ -195,20 +205,21 @@ class AtomicDirectory:
                 break
         else:
             raise FileExistsError(errno.EEXIST, "No free staging directory name", self.path)
+        self._temp_path = os.path.join(self._dir, name)
         # The sweep's mark of a staging directory (with `tree` the only entry): exactly
         # 0700, whatever the umask.
         os.fchmod(sfd, 0o700)
         # The new tree: private while it fills, its mode is set at commit.
         os.mkdir(STAGING_TREE, 0o700, dir_fd=sfd)
-        self._tfd = tfd = os.open(STAGING_TREE, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=sfd)
-        self._handed = _bound_path(tfd, os.path.join(self._dir, name, STAGING_TREE))
+        self._tfd = tfd = os.open(STAGING_TREE, _fs.DIR_FLAGS, dir_fd=sfd)
+        self._handed = _bound_path(tfd, os.path.join(self._temp_path, STAGING_TREE))
         log = self._log
         if log.debug:
             from ._log import DEBUG, STARTED
 
             log.emit(DEBUG, STARTED, {
                 "target_path": self.path,
-                "temp_path": os.path.join(self._dir, name),
+                "temp_path": self._temp_path,
                 "operation": "atomic_directory",
             })  # fmt: skip
 
@@ -221,7 +232,7 @@ class AtomicDirectory:
         the name is gone or names something else. Either way we never work in it."""
         dfd = self._dfd
         try:
-            sfd = os.open(name, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=dfd)
+            sfd = os.open(name, _fs.DIR_FLAGS, dir_fd=dfd)
         except (FileNotFoundError, NotADirectoryError):
             return -1
         except OSError as exc:
@@ -249,15 +260,15 @@ class AtomicDirectory:
 
     def _check_target(self, st: os.stat_result, parent: os.stat_result) -> None:
         if stat.S_ISLNK(st.st_mode):
-            raise _error(
+            raise _fs.error(
                 errno.ELOOP,
                 self.path,
                 "The target is a symbolic link: give the directory it points to",
             )
         if not stat.S_ISDIR(st.st_mode):
-            raise _error(errno.ENOTDIR, self.path)
+            raise _fs.error(errno.ENOTDIR, self.path)
         if st.st_dev != parent.st_dev:
-            raise _error(
+            raise _fs.error(
                 errno.EBUSY, self.path, "The target is a mount point: it can't be replaced"
             )
 
@@ -265,11 +276,7 @@ class AtomicDirectory:
         """Make the staging tree durable, exchange it with the target, fsync the parent,
         then remove (or keep) the old tree. On an error before the exchange the target is
         untouched and the staging tree removed; raises `SessionFileError`."""
-        if self._state != _OPEN:
-            raise RuntimeError(_MISUSE[self._state])
-        if self._discard_requested:
-            raise RuntimeError("AtomicDirectory was discarded; it can't be committed")
-        self._state = _COMMITTING
+        self._begin_commit()
         from ._log import now
 
         old_fd = -1
@@ -279,9 +286,7 @@ class AtomicDirectory:
                 self._set_mode()
                 if self._durable:
                     self._step = "fsync"
-                    from ._batch import sync_tree
-
-                    sync_tree(self._tfd, walk=True)
+                    _fs.sync_tree(self._tfd, walk=True)
                 self._step = "rename"
                 exchanged_at = now()
                 old_fd = self._lock_target()
@@ -290,37 +295,43 @@ class AtomicDirectory:
             except BaseException as exc:
                 if published:
                     raise
-                self._end(_FAILED if isinstance(exc, Exception) else _DISCARDED, exc)
-                if isinstance(exc, OSError) and exc.errno is not None:
-                    err = SessionFileError(self.path, "atomic directory", exc, self._step)
-                    raise err from exc
+                self._fail(exc)
+                if needs_wrapping(exc):
+                    raise self._error(exc, self._step) from exc
                 raise
-            self._state = _COMMITTED
+            self._state = COMMITTED
             log = self._log
             if log.debug:
                 from ._log import DEBUG, RENAMED, ms
 
                 log.emit(DEBUG, RENAMED, {
-                    "temp_path": os.path.join(self._dir, self._name),
+                    "temp_path": self._temp_path,
                     "target_path": self.path,
                     "duration": ms(exchanged_at),
                     "operation": "exchange" if exchanged else "rename",
                 })  # fmt: skip
-            sync_error: OSError | None = None
+            # An error from here on comes after the new tree is in place: the old tree is
+            # still dealt with, then the error is raised (the tree may lack its final mode,
+            # or not survive a power loss).
+            late: tuple[OSError, str] | None = None
+            try:
+                self._finish_top()
+            except OSError as exc:
+                late = (exc, "chmod")
             if self._durable:
                 try:
+                    if self._top_changed:
+                        _fs.fsync_dir(self._tfd)
                     if not _fs.fsync_dir(self._dfd):
                         self._warn_dir_sync()
                 except OSError as exc:
-                    sync_error = exc
+                    late = late or (exc, "fsync directory")
             self._drop_old(exchanged)
-            self._give_owner()
-            if sync_error is not None:
-                # The new tree is in place but may not survive a power loss: say so.
-                self._state = _FAILED
-                self._log_failure(sync_error)
-                err = SessionFileError(self.path, "atomic directory", sync_error, "fsync directory")
-                raise err from sync_error
+            if late is not None:
+                error, step = late
+                self._state = FAILED
+                self._log_failure(error)
+                raise self._error(error, step) from error
         finally:
             if old_fd >= 0:
                 os.close(old_fd)
@@ -334,20 +345,20 @@ class AtomicDirectory:
             })  # fmt: skip
 
     def _set_mode(self) -> None:
-        """The new top directory's final mode, before the exchange; while its owner or
-        group is still the writer's and should become the old tree's, without set-id and
-        group bits (the writer's group must not gain access, even for an instant)."""
+        """The new top directory's mode before the exchange: its final mode, without group
+        and set-id bits while its owner or group is still the writer's and should become
+        the old tree's (the writer's group must not gain access, even for an instant), and
+        with the owner's write: rename(2) moves a directory to another parent only with
+        write access to it. Owner-only access for the writer, invisible to anyone else;
+        `_finish_top` sets the final mode right after the exchange."""
         self._step = "chmod"
-        tfd = self._tfd
         final = self._final_mode
         if final is None:
             final = 0o777 & ~_umask()  # what mkdir would have given
         self._final_mode = final
-        mine = os.fstat(tfd)
-        self._owner = self._owner_to_give(mine)
-        if self._owner is not None:
-            final &= ~(_SETID | 0o070)
-        os.fchmod(tfd, final)
+        self._owner = self._owner_to_give(os.fstat(self._tfd))
+        self._narrow = final & ~(_SETID | 0o070) if self._owner is not None else final
+        os.fchmod(self._tfd, self._narrow | stat.S_IWUSR)
 
     def _owner_to_give(self, mine: os.stat_result) -> tuple[int, int] | None:
         """The old tree's (uid, gid) if the new tree should get them, else None.
@@ -367,37 +378,65 @@ class AtomicDirectory:
             return None
         return old.st_uid, old.st_gid
 
-    def _give_owner(self) -> None:
-        """After the exchange (through the descriptor we hold): the old tree's owner and
-        group, then the full final mode. Best effort: on a refusal the mode stays narrow."""
-        owner = self._owner
-        if owner is None or self._final_mode is None:
-            return
-        try:
-            os.fchown(self._tfd, *owner)
-            os.fchmod(self._tfd, self._final_mode)
-        except OSError as exc:
-            self._warn_owner(exc)
+    def _finish_top(self) -> None:
+        """Right after the exchange, through the descriptor: the old tree's owner and
+        group where the process may (best effort: on a refusal the mode stays without
+        group and set-id bits), then the final mode, which takes back the owner's write
+        if `_set_mode` only lent it for the move."""
+        tfd, final = self._tfd, self._final_mode
+        assert final is not None
+        mode = final
+        if self._owner is not None:
+            try:
+                os.fchown(tfd, *self._owner)
+                self._top_changed = True
+            except OSError as exc:
+                self._warn_owner(exc)
+                mode = self._narrow
+        if mode != self._narrow | stat.S_IWUSR:
+            os.fchmod(tfd, mode)
+            self._top_changed = True
 
     def _lock_target(self) -> int:
         """Open and lock the current target: once exchanged it sits in the staging
         directory, and the lock keeps the sweep off it while we remove or keep it.
         -1: no target."""
         try:
-            fd = os.open(self._base, _DIR_FLAGS | _O_NOFOLLOW, dir_fd=self._dfd)
+            fd = os.open(self._base, _fs.DIR_FLAGS, dir_fd=self._dfd)
         except FileNotFoundError:
             return -1
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise _error(errno.ELOOP, self.path, "The target became a symbolic link") from exc
+                raise _fs.error(
+                    errno.ELOOP, self.path, "The target became a symbolic link"
+                ) from exc
             raise
         try:
-            self._check_target(os.fstat(fd), os.fstat(self._dfd))
+            st = os.fstat(fd)
+            self._check_target(st, os.fstat(self._dfd))
             _fs.try_lock(fd)
+            self._lend_write(fd, st)
         except BaseException:
             os.close(fd)
             raise
         return fd
+
+    def _lend_write(self, fd: int, st: os.stat_result) -> None:
+        """The exchange moves the old tree into the staging directory: rename(2) needs
+        write access to it (its `..` changes). The writer's own old tree that lacks the
+        owner's write gets it (owner-only: nobody else gains access) until it is removed;
+        `_give_back` restores its mode when it stays. Another user's is left as it is
+        (root needs nothing; anyone else gets `_NOT_MOVABLE` from `_swap`)."""
+        mode = stat.S_IMODE(st.st_mode)
+        if st.st_uid == _permissions.euid() and not mode & stat.S_IWUSR:
+            os.fchmod(fd, mode | stat.S_IWUSR)
+            self._lent = (fd, mode)
+
+    def _give_back(self) -> None:
+        """The old tree's own mode again, if `_lend_write` changed it (the fd is open)."""
+        lent, self._lent = self._lent, None
+        if lent is not None:
+            os.fchmod(*lent)
 
     def _swap(self, old_fd: int) -> bool:
         """Put the new tree at the target's name. True: a target was replaced (the old
@@ -411,12 +450,17 @@ class AtomicDirectory:
                     return True
                 except OSError as exc:
                     if exc.errno == errno.ENOENT:
-                        old_fd = -1  # the target went away meanwhile: a plain rename
+                        self._give_back()  # it went away meanwhile: a plain rename
+                        old_fd = -1
                         continue
+                    if exc.errno == errno.EACCES and not _movable(os.fstat(old_fd)):
+                        raise _fs.error(errno.EACCES, self.path, _NOT_MOVABLE) from exc
                     if exc.errno not in _fs.EXCHANGE_UNSUPPORTED:
                         raise
                     if not self._fallback:
-                        raise _error(exc.errno or errno.ENOTSUP, self.path, _NO_EXCHANGE) from exc
+                        raise _fs.error(
+                            exc.errno or errno.ENOTSUP, self.path, _NO_EXCHANGE
+                        ) from exc
                     return self._two_renames()
             try:
                 _rename_new(sfd, STAGING_TREE, dfd, base)
@@ -426,7 +470,7 @@ class AtomicDirectory:
                 if old_fd < 0:
                     continue
                 self._extra_fd = old_fd
-        raise _error(errno.EAGAIN, self.path, "The target kept changing during the commit")
+        raise _fs.error(errno.EAGAIN, self.path, "The target kept changing during the commit")
 
     def _two_renames(self) -> bool:
         """The documented fallback: old tree aside, new tree in; the target's name is
@@ -437,13 +481,13 @@ class AtomicDirectory:
         dfd, base = self._dfd, self._base
         aside = _kept_name(base)
         try:
-            _rename_noreplace_dir(dfd, base, dfd, aside)
-            _rename_noreplace_dir(self._sfd, STAGING_TREE, dfd, base)
+            _fs.rename_dir_noreplace(dfd, base, dfd, aside)
+            _fs.rename_dir_noreplace(self._sfd, STAGING_TREE, dfd, base)
         except BaseException:
             try:
                 # Decided by the file system, not by how far we got: the interrupt may
                 # land right after a rename returned.
-                _rename_noreplace_dir(dfd, aside, dfd, base)
+                _fs.rename_dir_noreplace(dfd, aside, dfd, base)
             except OSError:
                 pass  # never moved aside, or the new tree is in: nothing to undo
             raise
@@ -451,76 +495,62 @@ class AtomicDirectory:
         return True
 
     def _drop_old(self, exchanged: bool) -> None:
-        """Keep the old tree (renamed to `.<name>.<hex>.old`) or remove it."""
+        """Keep the old tree (renamed to `.<name>.<hex>.old`, its mode its own again) or
+        remove it; then the staging directory. One warning for what is left, if anything."""
         if self._aside:  # fallback=True: it is already under a kept name
             aside, self._aside = self._aside, ""
             if self._keep_old:
+                self._give_back_quietly(aside)
                 self.old_path = self._path_of(aside)
             else:
-                self._remove(self._dfd, aside)
+                self._lent = None  # it goes
+                self._log_removal(_remove(self._dfd, aside), os.path.join(self._dir, aside))
         elif exchanged and self._keep_old:
             for _ in range(_ATTEMPTS):
                 kept = _kept_name(self._base)
                 try:
-                    _rename_noreplace_dir(self._sfd, STAGING_TREE, self._dfd, kept)
+                    # Out of the staging directory to the parent: the lent write is
+                    # still needed here, as for the exchange.
+                    _fs.rename_dir_noreplace(self._sfd, STAGING_TREE, self._dfd, kept)
                 except FileExistsError:
                     continue
                 except OSError as exc:
-                    self._warn_cleanup(exc)
+                    # The old tree stays in the staging directory, which the sweep will
+                    # remove once this writer lets go of it: say so.
+                    self._give_back_quietly(None)
+                    self._name = ""
+                    self._log_removal(exc)
                     return
+                self._give_back_quietly(kept)
                 self.old_path = self._path_of(kept)
                 break
-        self._remove_staging()
+        else:
+            self._lent = None  # the old tree, if any, is removed with the staging directory
+        self._log_removal(self._remove_staging())
+
+    def _give_back_quietly(self, name: str | None) -> None:
+        """`_give_back` after the commit: a failure is a warning naming the kept tree
+        (`name` in the parent; None: still in the staging directory)."""
+        try:
+            self._give_back()
+        except OSError as exc:
+            self._log_removal(exc, os.path.join(self._dir, name) if name else None)
 
     def _path_of(self, name: str) -> Path:
         from pathlib import Path
 
         return Path(os.path.join(self._dir, name))
 
-    def discard(self) -> None:
-        """Abandon the new tree: remove the staging directory, leave the target. Inside
-        `with`, a clean exit then leaves the target alone. Does nothing once ended."""
-        if self._state == _NEW:
-            self._state = _DISCARDED
-        elif self._state == _OPEN:
-            if self._in_with:
-                self._discard_requested = True
-            else:
-                self._end(_DISCARDED, None)
-
-    # -- context managers ----------------------------------------------------------------
-
-    def __enter__(self) -> Path:
-        path = self.open()
-        self._in_with = True
-        return path
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._in_with = False
-        if self._state != _OPEN:
-            return
-        if exc is None:
-            if self._discard_requested:
-                self._end(_DISCARDED, None)
-            else:
-                self.commit()
-            return
-        self._end(_FAILED if isinstance(exc, Exception) else _DISCARDED, exc)
+    # -- async: the same `with`, each blocking step in a worker thread ---------------------
 
     async def __aenter__(self) -> Path:
         from ._async import run
 
-        if self._state != _NEW:
-            raise RuntimeError(_MISUSE[self._state])
+        self._expect_new()
         try:
             return await run(self.__enter__)
         except BaseException as exc:
-            if self._state == _OPEN:  # cancelled while the thread created it: undo
+            if self._state == OPEN:  # cancelled while the thread created it: undo
                 await run(self.__exit__, type(exc), exc, exc.__traceback__)
             raise
 
@@ -534,76 +564,54 @@ class AtomicDirectory:
 
         await run(self.__exit__, exc_type, exc, tb)
 
-    def __del__(self) -> None:
-        # An abandoned open write is discarded, as AtomicFile does, with the same warning.
-        if getattr(self, "_state", None) == _OPEN and getattr(self, "_pid", None) == os.getpid():
-            import warnings
+    # -- the base's hooks --------------------------------------------------------------
 
-            warnings.warn(
-                f"unfinished {self!r} discarded: call its commit() or use 'with'",
-                ResourceWarning,
-                stacklevel=2,
-            )
-            try:
-                self._end(_DISCARDED, None)
-            except Exception:
-                pass
-
-    # -- the end -----------------------------------------------------------------------
-
-    def _end(self, state: str, exc: BaseException | None) -> None:
-        """Remove the staging tree (still locked), release, then log."""
-        self._state = state
+    def _cleanup(self) -> bool | OSError:
+        """The old tree's mode back if it was lent write, the staging tree removed (still
+        locked), every descriptor closed; returns what the removal did."""
+        removal: bool | OSError = False
+        try:
+            self._give_back()
+        except OSError as exc:
+            removal = exc
         if self._name:
-            self._remove_staging()
+            removal = self._remove_staging()
         self._release()
-        log = getattr(self, "_log", None)
-        if log is None:
-            return
-        try:
-            if state == _FAILED and exc is not None:
-                self._log_failure(exc)
-            elif log.debug:
-                from ._log import DEBUG, DISCARDED
+        return removal
 
-                fields: dict[str, Any] = {"target_path": self.path, "operation": "discard"}
-                if exc is not None:
-                    fields["reason"] = type(exc).__name__
-                log.emit(DEBUG, DISCARDED, fields)
-        except Exception:
-            if exc is None:
-                raise
+    def _forget(self) -> None:
+        """A forked child's copy of an open write: close its descriptors (the flock stays
+        the parent's: it belongs to the open file description), remove nothing."""
+        self._state = DISCARDED
+        self._name = ""
+        self._lent = None
+        self._release()
 
-    def _remove_staging(self) -> None:
+    def _remove_staging(self) -> bool | OSError:
         """Empty the staging directory through its descriptor (nobody else can write in
-        it), then remove its name if the name is still it."""
+        it), then remove its name if the name is still it. True when done; else the
+        error of the step that stopped it (EXDEV: the tree holds a mount point, left
+        with the directories that lead to it): the staging directory then stays, and is
+        what the one warning names."""
         name, self._name = self._name, ""
-        sfd = self._sfd
-        self._remove(sfd, STAGING_TREE)
+        sfd, dfd = self._sfd, self._dfd
+        removal = _remove(sfd, STAGING_TREE)
+        if removal is not True:
+            return removal
         try:
-            now = os.stat(name, dir_fd=self._dfd, follow_symlinks=False)
+            now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             mine = os.fstat(sfd)
             if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-                os.rmdir(name, dir_fd=self._dfd)
+                os.rmdir(name, dir_fd=dfd)
         except FileNotFoundError:
-            pass
+            pass  # renamed away by whoever controls the parent: theirs to remove
         except OSError as exc:
-            self._warn_cleanup(exc)  # a named leftover the sweep can remove
-
-    def _remove(self, dir_fd: int, name: str) -> None:
-        try:
-            remove_tree(dir_fd, name)
-        except NotADirectoryError:
-            try:
-                os.unlink(name, dir_fd=dir_fd)  # a symlink exchanged in: the link goes
-            except OSError as exc:
-                self._warn_cleanup(exc)
-        except OSError as exc:
-            self._warn_cleanup(exc)
+            return exc
+        return True
 
     def _release(self) -> None:
         for attr in ("_tfd", "_sfd", "_dfd", "_extra_fd"):
-            fd = getattr(self, attr, -1)
+            fd = getattr(self, attr)
             setattr(self, attr, -1)
             _fs.close_quietly(fd)
 
@@ -614,20 +622,42 @@ class AtomicDirectory:
         if log.enabled(ERROR):
             log.emit(ERROR, FAILED, {
                 "target_path": self.path,
-                "temp_path": os.path.join(self._dir, self._name) if self._name else None,
+                "temp_path": self._temp_path,
                 "error_code": error_code(exc),
                 "error_message": str(exc),
                 "operation": "atomic_directory",
             })  # fmt: skip
 
-    def _warn_cleanup(self, exc: OSError) -> None:
-        from ._log import CLEANUP_FAILED, WARNING, error_code
+    def _log_discard(self, reason: BaseException | None) -> None:
+        log: EventLog = self._log
+        if log.debug:
+            from ._log import DEBUG, DISCARDED
+
+            fields = {
+                "target_path": self.path,
+                "temp_path": self._temp_path,
+                "operation": "discard",
+            }
+            if reason is not None:
+                fields["reason"] = type(reason).__name__
+            log.emit(DEBUG, DISCARDED, fields)
+
+    def _log_removal(self, removal: bool | OSError, path: str | None = None) -> None:
+        """One event for one removal: DEBUG when done, else one WARNING naming what was
+        left (`path`, by default the staging directory) and why (its errno)."""
+        if removal is False:
+            return
+        from ._log import CLEANED, CLEANUP_FAILED, DEBUG, WARNING, error_code
 
         log: EventLog = self._log
-        if log.enabled(WARNING):
+        where = path or self._temp_path
+        if removal is True:
+            if log.debug:
+                log.emit(DEBUG, CLEANED, {"temp_path": where, "operation": "cleanup"})
+        elif log.enabled(WARNING):
             log.emit(WARNING, CLEANUP_FAILED, {
-                "temp_path": self.path,
-                "cleanup_error_code": error_code(exc),
+                "temp_path": where,
+                "cleanup_error_code": error_code(removal),
             })  # fmt: skip
 
     def _warn_owner(self, exc: OSError) -> None:
@@ -653,8 +683,32 @@ class AtomicDirectory:
             })  # fmt: skip
 
 
-def _error(code: int, path: str, message: str | None = None) -> OSError:
-    return OSError(code, message or os.strerror(code), path)
+def _movable(st: os.stat_result) -> bool:
+    """Whether this process may move the directory of `st` to another parent without its
+    write bits: it is root (CAP_DAC_OVERRIDE) or the owner (who is lent write)."""
+    euid = _permissions.euid()
+    return euid == 0 or st.st_uid == euid
+
+
+def _remove(dir_fd: int, name: str) -> bool | OSError:
+    """Remove the tree `name` in `dir_fd` with the sweep's walk (`_clean.remove_tree`:
+    relative to descriptors, never following a symlink nor entering a mount point, our
+    read-only directories opened up first). True when gone (or already gone); else the
+    error. Something other than a directory there (a symlink exchanged in) is unlinked."""
+    from ._clean import remove_tree
+
+    try:
+        remove_tree(dir_fd, name)
+    except FileNotFoundError:
+        pass
+    except NotADirectoryError:
+        try:
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError as exc:
+            return exc
+    except OSError as exc:
+        return exc
+    return True
 
 
 def _bound_path(fd: int, by_name: str) -> Path:
@@ -696,41 +750,8 @@ def _umask() -> int:
 def _rename_new(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
     """The new tree to a name that had no target: FileExistsError if one appeared."""
     try:
-        _rename_noreplace_dir(src_fd, src, dst_fd, dst)
+        _fs.rename_dir_noreplace(src_fd, src, dst_fd, dst)
     except OSError as exc:
         if exc.errno == errno.ENOTEMPTY:
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from exc
         raise
-
-
-def _rename_noreplace_dir(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
-    """Rename the directory `src` (in `src_fd`) to `dst` (in `dst_fd`) only if `dst` does
-    not exist (EEXIST).
-
-    renameat2(RENAME_NOREPLACE) where there is one; else a check, then rename(2), which at
-    worst replaces a directory that appeared empty in between (never a file: ENOTDIR,
-    never a non-empty directory: ENOTEMPTY)."""
-    try:
-        _fs.rename_between(src_fd, src, dst_fd, dst, _fs.RENAME_NOREPLACE)
-        return
-    except OSError as exc:
-        if exc.errno not in _fs.EXCHANGE_UNSUPPORTED - {errno.EXDEV}:
-            raise
-    try:
-        os.stat(dst, dir_fd=dst_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
-        return
-    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
-
-
-def remove_tree(dir_fd: int, name: str) -> None:
-    """Remove the tree `name` (relative to `dir_fd`) with the sweep's `_clean.remove_tree`
-    (descriptor-relative, never following a symlink nor entering a mount point, read-only
-    directories of ours opened up first); a name already gone is no error."""
-    from ._clean import remove_tree as remove
-
-    try:
-        remove(dir_fd, name)
-    except FileNotFoundError:
-        pass

@@ -1,4 +1,6 @@
-"""The platform's file-system primitives: durable sync, locks, copying, no-clobber rename."""
+"""The platform's file-system primitives: durable sync (of a file, a directory, a whole
+tree), locks, copying, no-clobber and exchanging renames, mount points, and the flags and
+errors the writers and the sweep share."""
 
 from __future__ import annotations
 
@@ -319,3 +321,180 @@ def rename_between(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str, flags: 
     if func(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), flags) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code), src, None, dst)
+
+
+# -- shared by the writers and the sweep: flags, errors, directory renames, trees ------------
+
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+#: A directory named inside one we hold: never through a symlink put at its name.
+DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC
+#: A directory the caller named by path: its symlinks followed, as open() follows them.
+DIR_FLAGS_FOLLOW = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC
+#: An entry of a tree opened to be judged by its descriptor: never a symlink followed, never
+#: a wait on a FIFO or a device someone put there, never a controlling terminal taken.
+ENTRY_FLAGS = (
+    os.O_RDONLY | _O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    | _O_CLOEXEC
+)  # fmt: skip
+
+
+def error(code: int, path: str, message: str | None = None) -> OSError:
+    """An OSError of `code` about `path`, with `message` or the system's text for `code`:
+    the builtin subclass for that errno (PermissionError for EACCES, ...), as the OS raises."""
+    return OSError(code, message or os.strerror(code), path)
+
+
+def rename_dir_noreplace(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
+    """Rename the directory `src` (in `src_dir_fd`) to `dst` (in `dst_dir_fd`) only if `dst`
+    does not exist: FileExistsError (EEXIST) if it does.
+
+    renameat2(RENAME_NOREPLACE) where the system and file system have it. Elsewhere (link(2),
+    `rename_noreplace`'s fallback, can't link a directory) a check, then rename(2): at worst
+    it replaces a directory that appeared empty in between, never a file (ENOTDIR) nor a
+    non-empty directory (ENOTEMPTY)."""
+    try:
+        rename_between(src_dir_fd, src, dst_dir_fd, dst, RENAME_NOREPLACE)
+        return
+    except OSError as exc:
+        if exc.errno not in EXCHANGE_UNSUPPORTED - {errno.EXDEV}:
+            raise
+    try:
+        os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        os.rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+        return
+    raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst)
+
+
+# -- making a whole tree durable ----------------------------------------------------------
+
+#: statfs f_type of the local file systems whose syncfs(2) writes back every dirty inode
+#: and commits the journal (ext2/3/4, xfs, btrfs, f2fs; tmpfs and ramfs have nothing to
+#: write). FUSE, NFS and others are left to fsync(2), which they forward to the server.
+_SYNCFS_TRUSTED = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x01021994, 0x858458F6})
+_libc: Any = None
+
+
+def _load_libc() -> Any:
+    """libc with syncfs and fstatfs typed, or False (not Linux, or ATOMICFILE_NO_SYNCFS set:
+    then every tree is made durable file by file)."""
+    global _libc
+    if _libc is None:
+        _libc = False
+        if sys.platform.startswith("linux") and os.environ.get("ATOMICFILE_NO_SYNCFS") is None:
+            try:
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.syncfs.argtypes = (ctypes.c_int,)
+                libc.fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
+                _libc = libc
+            except (ImportError, OSError, AttributeError):
+                _libc = False
+    return _libc
+
+
+def _kernel_reports_syncfs_errors() -> bool:
+    """syncfs(2) returns writeback errors since Linux 5.8; before, it could hide them."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (5, 8)
+
+
+def syncfs_trusted(fd: int) -> bool:
+    """Whether one syncfs(2) makes everything written on `fd`'s file system durable and
+    reports a failure to: a local file system of `_SYNCFS_TRUSTED`, on Linux 5.8+."""
+    libc = _load_libc()
+    if not libc or not _kernel_reports_syncfs_errors():
+        return False
+    import ctypes
+
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first word
+    if libc.fstatfs(fd, buf) != 0:
+        return False
+    f_type = int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], sys.byteorder)
+    return f_type in _SYNCFS_TRUSTED
+
+
+def syncfs(fd: int) -> None:
+    """syncfs(2) of the file system holding `fd`; OSError on failure."""
+    if _load_libc().syncfs(fd) != 0:
+        import ctypes
+
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def sync_tree(fd: int, walk: bool) -> None:
+    """Make the file system holding `fd` durable up to now: syncfs where trusted, else
+    (`walk`) an fsync of every file and directory under the directory `fd` (`fsync_walk`),
+    else an fsync of `fd` alone."""
+    if syncfs_trusted(fd):
+        syncfs(fd)
+    elif walk:
+        fsync_walk(fd)
+    else:
+        os.fsync(fd)
+
+
+def fsync_walk(top: int) -> None:
+    """fsync every regular file and directory under the directory open as `top`, each
+    directory after its entries, `top` last.
+
+    Each entry is opened relative to its directory with `ENTRY_FLAGS` and judged by the
+    descriptor: a FIFO (or device) put in place of a file after the listing is opened
+    without blocking and skipped, never read or waited on; a symlink fails to open (ELOOP)
+    and is skipped; nothing is followed out of the tree. A mount point is not entered (as
+    the removal of a tree never enters one): what is mounted there is another file system's
+    (or, for a bind mount, is reached by syncfs already) and may hold the tree itself.
+    Iterative: a deep tree needs no Python recursion."""
+    import stat
+
+    dev = os.fstat(top).st_dev
+    # Frames: (descriptor, names still to visit); the top's descriptor is the caller's.
+    frames: list[tuple[int, list[str]]] = [(top, _walk_names(top))]
+    try:
+        while frames:
+            fd, names = frames[-1]
+            if not names:
+                frames.pop()
+                try:
+                    fsync_dir(fd)
+                finally:
+                    if fd != top:
+                        os.close(fd)
+                continue
+            name = names.pop()
+            try:
+                sub = os.open(name, ENTRY_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOENT, errno.ENXIO):
+                    continue  # replaced by a symlink, removed, a socket: nothing to sync
+                raise
+            try:
+                st = os.fstat(sub)
+                if stat.S_ISREG(st.st_mode):
+                    fsync_file(sub)
+                elif stat.S_ISDIR(st.st_mode) and st.st_dev == dev and not is_mount_root(sub):
+                    frames.append((sub, _walk_names(sub)))
+                    sub = -1  # the frame owns it now
+            finally:
+                if sub >= 0:
+                    os.close(sub)
+    finally:
+        for fd, _ in frames[1:]:
+            os.close(fd)
+
+
+def _walk_names(fd: int) -> list[str]:
+    """The names of the directories and regular files in the directory open as `fd`."""
+    with os.scandir(fd) as entries:
+        return [
+            e.name
+            for e in entries
+            if e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)
+        ]

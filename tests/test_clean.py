@@ -626,6 +626,7 @@ def test_staging_directory_holding_a_mount_point(tmp_path: Path) -> None:
     stage = staging_dir(tmp_path)
     with mount_tmpfs(stage / "tree" / "mnt", "size=64k") as mnt:
         (mnt / "theirs").write_bytes(b"keep")
+        assert clean_stale_temps(tmp_path, dry_run=True) == []  # what a real run removes
         assert clean_stale_temps(tmp_path) == []  # not reported: it could not be removed
         assert listing(mnt) == ["theirs"]  # nothing on the other file system was touched
         assert (mnt / "theirs").read_bytes() == b"keep"

@@ -152,8 +152,12 @@ def test_replace_keeps_a_mount_inside_the_old_tree(
     assert listing(tmp_path / old[0]) == ["tree"]
     assert listing(tmp_path / old[0] / "tree") == ["sub"]
     assert listing(tmp_path / old[0] / "tree" / "sub") == ["data"]
-    warnings = [(r.getMessage(), r.__dict__.get("cleanup_error_code")) for r in caplog.records]
-    assert warnings == [("Failed to clean up temp file", "EXDEV")]
+    # One warning, naming what was left (the staging directory) and why (EXDEV: a mount).
+    warnings = [
+        (r.getMessage(), r.__dict__.get("temp_path"), r.__dict__.get("cleanup_error_code"))
+        for r in caplog.records
+    ]
+    assert warnings == [("Failed to clean up temp file", str(tmp_path / old[0]), "EXDEV")]
 
 
 # A writer killed mid-block: it fills its staging tree, makes `data` in it, has the mount
@@ -194,18 +198,24 @@ def test_sweep_keeps_a_mount_inside_a_dead_staging_tree(
         assert writer.wait() == -signal.SIGKILL
         writer.stdin.close()  # type: ignore[union-attr]
         writer.stdout.close()  # type: ignore[union-attr]
-    stage = data.parent
+    # The writer's tree is `tree` in its staging directory.
+    stage = data.parent.parent
+    assert data.parent.name == "tree"
     assert STAGING.fullmatch(stage.name) and stage.parent == tmp_path
     caplog.set_level(logging.DEBUG, logger="atomicfile")
 
-    assert clean_stale_temps(tmp_path) == []  # not reported: it could not be removed
+    # Not listed by a dry run, not reported by the sweep: it can't be removed.
+    assert clean_stale_temps(tmp_path, dry_run=True) == []
+    assert listing(stage / "tree") == ["css", "data", "index.html"]  # the dry run removed nothing
+    assert clean_stale_temps(tmp_path) == []
 
     check_untouched(tmp_path, data)
     assert listing(tmp_path) == sorted([stage.name, *outside_listing(tmp_path), "site"])
-    assert listing(stage) == ["data"]  # the rest of the dead tree went
+    assert listing(stage) == ["tree"]
+    assert listing(stage / "tree") == ["data"]  # the rest of the dead tree went
     assert snapshot(site) == {"index.html": b"live"}
     events = [(r.getMessage(), r.__dict__.get("reason")) for r in caplog.records]
-    assert events == [("Temp file skipped", "cannot remove: Invalid cross-device link")]
+    assert events == [("Temp file skipped", "cannot remove: Invalid cross-device link")] * 2
 
     subprocess.run(["umount", data], check=True)  # once unmounted, it goes
     assert clean_stale_temps(tmp_path) == [str(stage)]
@@ -222,10 +232,80 @@ def test_sweep_keeps_a_mount_named_like_a_staging_tree(
     mount(stage)
     caplog.set_level(logging.DEBUG, logger="atomicfile")
 
+    assert clean_stale_temps(tmp_path, dry_run=True) == []
     assert clean_stale_temps(tmp_path) == []
 
     check_untouched(tmp_path, stage)
     assert listing(tmp_path) == sorted([stage.name, *outside_listing(tmp_path)])
+    reasons = {r.__dict__.get("reason") for r in caplog.records}
+    assert reasons == {"a mount point"}
+
+
+def test_sweep_keeps_a_bind_mount_with_the_staging_layout(
+    tmp_path: Path, unmount_all: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A directory with the exact staging layout (0700, only `tree`) bind-mounted at a
+    staging name: its device is the parent's, its mount id is not. Neither the dry run nor
+    the sweep counts it, and what it shows stays."""
+    outside = tmp_path / "outside"
+    (outside / "tree").mkdir(parents=True)
+    (outside / "tree" / "page.html").write_bytes(b"keep me\n")
+    outside.chmod(0o700)
+    stage = tmp_path / ".site.0123456789abcdef.tmp"
+    stage.mkdir()
+    done = subprocess.run(["mount", "--bind", outside, stage], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot bind-mount: {done.stderr.decode().strip()}")
+    caplog.set_level(logging.DEBUG, logger="atomicfile")
+
+    assert clean_stale_temps(tmp_path, dry_run=True) == []
+    assert clean_stale_temps(tmp_path) == []
+
+    expected = {"tree": None, "tree/page.html": b"keep me\n"}
+    assert snapshot(stage) == expected
+    assert snapshot(outside) == expected
+    assert listing(tmp_path) == [stage.name, "outside"]
+    reasons = [r.__dict__.get("reason") for r in caplog.records]
+    assert reasons == ["a mount point", "a mount point"]
+
+
+def test_fsync_walk_never_enters_a_mount_point(tmp_path: Path, unmount_all: None) -> None:
+    """The walk that makes a tree durable (where syncfs isn't trusted) stops at mount points
+    as the removal does: what is mounted there is not the tree's. Every file it fsyncs is
+    recorded (the one thing replaced: `fsync_file`, wrapped to note the path, then called)."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a").write_bytes(b"a")
+    (root / "sub" / "b").write_bytes(b"b")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    fill(outside, CONTENT)
+    (root / "bound").mkdir()
+    (root / "sub" / "tmpfs").mkdir()
+    for command in (
+        ["mount", "--bind", outside, root / "bound"],
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", root / "sub" / "tmpfs"],
+    ):
+        done = subprocess.run(command, capture_output=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount: {done.stderr.decode().strip()}")
+    fill(root / "sub" / "tmpfs", CONTENT)
+    synced: list[str] = []
+    real = _fs.fsync_file
+
+    def fsync_file(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(_fs, "fsync_file", fsync_file)
+            _fs.fsync_walk(fd)
+    finally:
+        os.close(fd)
+    assert sorted(synced) == [str(root / "a"), str(root / "sub" / "b")]
+    assert snapshot(outside) == CONTENT
 
 
 def test_remove_tree_skips_mount_points_and_removes_the_rest(

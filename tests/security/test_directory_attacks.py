@@ -7,6 +7,7 @@ asserts the target's tree, the exact listing of its parent and, on failure, the 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -298,7 +300,7 @@ def test_fifo_swapped_in_during_the_walk_never_hangs(shared_dir: Path) -> None:
 def test_fsync_walk_skips_fifos_and_symlinks(tmp_path: Path) -> None:
     """The walk itself, on a tree holding a FIFO, a symlink to a FIFO and a dangling
     link: nothing is opened that could block, nothing outside is reached."""
-    from atomicfile._batch import _fsync_walk
+    from atomicfile._fs import fsync_walk
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -311,7 +313,7 @@ def test_fsync_walk_skips_fifos_and_symlinks(tmp_path: Path) -> None:
     os.symlink(tmp_path / "nowhere", root / "sub" / "dangling")
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        _fsync_walk(fd)
+        fsync_walk(fd)
     finally:
         os.close(fd)
     assert listing(root) == ["fifo", "link", "sub"]
@@ -365,3 +367,140 @@ def test_sweep_between_mkdir_and_flock(tmp_path: Path, how: str) -> None:
     assert done.stdout.split() == ["1"]  # the sweep removed the one it found, not ours
     assert listing(tmp_path) == ["site"]
     assert tree(tmp_path / "site") == {"index.html": "new index"}
+
+
+# -- a writer that is not root: the exchange moves directories between parents -------------
+#
+# rename(2) moves a directory to another parent only with write access to it (its `..`
+# changes): EACCES otherwise, even for its owner. The new tree leaves the staging directory
+# and the old one enters it, so a non-root writer needs write on both tops at that instant,
+# whatever their final modes.
+
+
+def as_nobody(fn: Callable[[], object]) -> int:
+    """`as_user(fn)` with the library imported first (the venv is root's)."""
+    import atomicfile._async
+    import atomicfile._clean
+    import atomicfile._directory
+    import atomicfile._log  # noqa: F401
+
+    return as_user(fn)
+
+
+def owned_by_nobody(shared_dir: Path) -> Path:
+    parent = shared_dir / "home"
+    parent.mkdir()
+    os.chown(parent, NOBODY, NOBODY)
+    return parent
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@needs_root
+@pytest.mark.parametrize("old", [False, True], ids=["new target", "over an old tree"])
+def test_a_user_publishes_a_read_only_top_directory(shared_dir: Path, old: bool) -> None:
+    """`permissions=0o555`: the new top has no write for anyone once published, and
+    nobody else ever sees it with less than 0o555."""
+    parent = owned_by_nobody(shared_dir)
+    if old:
+        make_old(parent, owner=NOBODY)
+
+    def user() -> None:
+        with AtomicDirectory(parent / "site", permissions=0o555) as d:
+            (d / "index.html").write_text("new index")
+
+    assert as_nobody(user) == 0
+    assert listing(parent) == ["site"]
+    assert tree(parent / "site") == {"index.html": "new index"}
+    assert mode_of(parent / "site") == 0o555
+    assert os.lstat(parent / "site").st_uid == NOBODY
+
+
+@needs_root
+@pytest.mark.parametrize("keep_old", [False, True], ids=["removed", "kept"])
+def test_a_user_replaces_their_read_only_tree(shared_dir: Path, keep_old: bool) -> None:
+    """The old top is the writer's and 0o555: it is lent the owner's write for the move,
+    removed, or kept with its own mode back."""
+    parent = owned_by_nobody(shared_dir)
+    site = make_old(parent, owner=NOBODY)
+    site.chmod(0o555)
+    r, w = os.pipe()
+
+    def user() -> None:
+        ad = AtomicDirectory(site, permissions=0o755, keep_old=keep_old)
+        with ad as d:
+            (d / "index.html").write_text("new index")
+        if ad.old_path is not None:
+            os.write(w, ad.old_path.name.encode())
+
+    code = as_nobody(user)
+    os.close(w)
+    with os.fdopen(r) as out:
+        kept = out.read().split()
+    assert code == 0
+    assert tree(site) == {"index.html": "new index"}
+    assert mode_of(site) == 0o755
+    if keep_old:
+        (name,) = kept
+        assert re.fullmatch(r"\.site\.[0-9a-f]{16}\.old", name)
+        assert listing(parent) == sorted(["site", name])
+        assert tree(parent / name) == OLD
+        assert mode_of(parent / name) == 0o555
+    else:
+        assert kept == []
+        assert listing(parent) == ["site"]
+
+
+@needs_root
+def test_a_users_read_only_tree_stays_read_only_when_the_replace_fails(shared_dir: Path) -> None:
+    """The exchange refused after the old top was lent write (no renameat2 here, as on an
+    old libc, and no fallback): the target keeps its mode, as all else."""
+    parent = owned_by_nobody(shared_dir)
+    site = make_old(parent, owner=NOBODY)
+    site.chmod(0o555)
+
+    def user() -> None:
+        from atomicfile import SessionFileError, _fs
+
+        _fs._renameat2 = False
+        _fs._load_renameat2 = lambda: False  # type: ignore[assignment]
+        try:
+            with AtomicDirectory(site) as d:
+                (d / "index.html").write_text("new index")
+        except SessionFileError as exc:
+            assert exc.errno == errno.ENOSYS and exc.step == "rename", exc
+        else:
+            raise AssertionError("the replace succeeded")
+
+    assert as_nobody(user) == 0
+    assert listing(parent) == ["site"]
+    assert tree(site) == OLD
+    assert mode_of(site) == 0o555
+
+
+@needs_root
+def test_a_user_cannot_replace_another_users_tree(shared_dir: Path) -> None:
+    """Root's 0o755 tree in a directory of theirs: they may rename it, but not move it
+    into another directory. A plain error, the target untouched, nothing left."""
+    parent = owned_by_nobody(shared_dir)
+    site = make_old(parent, owner=0)
+
+    def user() -> None:
+        from atomicfile import SessionFileError
+
+        try:
+            with AtomicDirectory(site) as d:
+                (d / "index.html").write_text("new index")
+        except SessionFileError as exc:
+            assert isinstance(exc, PermissionError), exc
+            assert exc.errno == errno.EACCES and exc.step == "rename", exc
+            assert "another user's" in str(exc) and "as its owner or as root" in str(exc), exc
+        else:
+            raise AssertionError("the replace succeeded")
+
+    assert as_nobody(user) == 0
+    assert listing(parent) == ["site"]
+    assert tree(site) == OLD
+    assert (os.lstat(site).st_uid, mode_of(site)) == (0, 0o755)
