@@ -70,6 +70,7 @@ _memory_lock = threading.Lock()
 #: Writes whose upload was started and is not yet completed or aborted (see `_abort_at_exit`).
 _open_uploads: weakref.WeakSet[RemoteTemp] = weakref.WeakSet()
 _exit_hook = False
+_exit_hook_lock = threading.Lock()
 
 
 # -- choosing the store ---------------------------------------------------------------------
@@ -621,7 +622,7 @@ class RemoteTemp:
     def remove(self) -> bool | OSError:
         """Abort the multipart upload, if one was started and not completed; also one whose
         CreateMultipartUpload answer the writer stopped waiting for (interrupted): its
-        answer is awaited here. An interrupt of this wait or of the abort leaves the write
+        answer is awaited here. A failed or interrupted wait or abort leaves the write
         tracked: the exit hook tries again."""
         self.ended = True
         self.buffer = bytearray()
@@ -672,14 +673,15 @@ class RemoteTemp:
 def _track(temp: RemoteTemp) -> None:
     """Keep `temp` (weakly) for the exit hook until its upload is completed or aborted."""
     global _exit_hook
-    if not _exit_hook:
-        _exit_hook = True
-        # s3fs closes its clients from weakref.finalize's exit hook, and atexit runs the
-        # last registered hook first: make sure that one is registered before ours (any
-        # finalizer registers it), so that ours runs while the clients are still open.
-        weakref.finalize(_abort_at_exit, lambda: None)
-        atexit.register(_abort_at_exit)
-    _open_uploads.add(temp)
+    with _exit_hook_lock:
+        if not _exit_hook:
+            _exit_hook = True
+            # s3fs closes its clients from weakref.finalize's exit hook, and atexit runs the
+            # last registered hook first: make sure that one is registered before ours (any
+            # finalizer registers it), so that ours runs while the clients are still open.
+            weakref.finalize(_abort_at_exit, lambda: None)
+            atexit.register(_abort_at_exit)
+        _open_uploads.add(temp)
 
 
 def _abort_at_exit() -> None:
