@@ -49,6 +49,10 @@ interrupted (Ctrl-C, SIGTERM, SIGHUP, SIGPIPE, a read error), TARGET keeps its o
 no temp file is left. atomicfile cannot tell a producer that died from one that finished:
 both just end the input.
 
+TARGET may be an object, s3://bucket/key (needs the s3 extra): it is replaced when the
+multipart upload completes, and an interrupted write aborts its upload. --mode, --no-fsync
+and --no-follow mean nothing for an object: with one, they are a usage error (exit 2).
+
 examples:
   sort -u words.txt | atomicfile write words.txt
   curl -fsS https://example.org/cfg | atomicfile write -v --mode 0644 /etc/app/cfg
@@ -64,11 +68,17 @@ other libraries that take no lock. Prints the paths removed (or, with --dry-run,
 be), one per line; with --print0, each ends with a NUL byte instead (file names may hold
 newlines). Also removes the staging directories of killed AtomicDirectory writers, whole.
 
+DIR may be s3://bucket/dir: then the incomplete multipart uploads of the keys under dir/
+(never dir2/... nor dir.csv) that started more than --older-than AGE ago are aborted (an
+upload has no lock, only its age). End it with * (quoted) for a raw key prefix:
+'s3://bucket/dir*' also takes dir2/... and dir.csv.
+
 examples:
   atomicfile clean .
   atomicfile clean -r --dry-run /srv/data
   atomicfile clean --target cfg.json /etc/app
   atomicfile clean -r -n -0 /srv/data | xargs -0 ls -ld
+  atomicfile clean --older-than 24h s3://bucket/team/alice
 """
 
 
@@ -110,7 +120,7 @@ def _parser() -> _Parser:
         epilog=_WRITE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    write.add_argument("target", metavar="TARGET", help="the file to replace")
+    write.add_argument("target", metavar="TARGET", help="the file to replace, or s3://bucket/key")
     write.add_argument(
         "-m",
         "--mode",
@@ -151,7 +161,9 @@ def _parser() -> _Parser:
         epilog=_CLEAN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    clean.add_argument("directory", metavar="DIR", help="the directory to sweep")
+    clean.add_argument(
+        "directory", metavar="DIR", help="the directory to sweep, or s3://bucket/dir (see below)"
+    )
     clean.add_argument("-r", "--recursive", action="store_true", help="sweep subdirectories too")
     clean.add_argument(
         "-n", "--dry-run", action="store_true", help="list what would be removed; remove nothing"
@@ -170,7 +182,8 @@ def _parser() -> _Parser:
     )
     clean.add_argument(
         "--older-than", metavar="AGE", type=_remote_age, default=None,
-        help="s3://bucket/prefix only: abort incomplete uploads older than AGE (90s, 30m, 24h, 7d)",
+        help="s3://bucket/dir only (required there): abort the incomplete uploads under dir/ "
+        "started more than AGE ago (90s, 30m, 24h, 7d)",
     )  # fmt: skip
     return parser
 
@@ -232,18 +245,26 @@ def _write(args: argparse.Namespace) -> int:
         _say(f"cannot read standard input: {_reason(exc)}; {target!r} left unchanged")
         return 1
     try:
-        with _InterruptingSignals() as signals:
-            af = AtomicFile(
-                target,
-                mode,
-                permissions=args.mode,
-                durable=not args.no_fsync,
-                follow_symlinks=not args.no_follow,
-            )
-            with af as file:
-                _copy_input(file)
-                # From here the commit (or the cleanup) runs to its end: a signal waits.
-                signals.hold()
+        # No I/O yet: an option that doesn't fit the target (--mode, --no-fsync or
+        # --no-follow with an object) or a store that isn't supported is a usage error.
+        af = AtomicFile(
+            target,
+            mode,
+            permissions=args.mode,
+            durable=not args.no_fsync,
+            follow_symlinks=not args.no_follow,
+        )
+    except (ValueError, TypeError) as exc:
+        _say(f"error: {exc}")
+        return 2
+    except ImportError as exc:  # an object store, without the s3 extra
+        _say(f"cannot write {target!r}: {exc}")
+        return 1
+    try:
+        with _InterruptingSignals() as signals, af as file:
+            _copy_input(file)
+            # From here the commit (or the cleanup) runs to its end: a signal waits.
+            signals.hold()
     except _Interrupted as exc:
         name = signal.Signals(exc.signum).name
         _say(f"interrupted by {name}; {target!r} left unchanged")
@@ -323,6 +344,10 @@ class _InterruptingSignals:
 
 def _clean(args: argparse.Namespace) -> int:
     directory: str = args.directory
+    usage = _remote_usage(args) if "://" in directory else None
+    if usage is not None:
+        _say(f"error: {usage}")
+        return 2
     try:
         if "://" in directory or args.older_than is not None:  # a remote prefix's uploads
             removed = clean_stale_temps(directory, older_than=args.older_than, dry_run=args.dry_run)
@@ -330,9 +355,12 @@ def _clean(args: argparse.Namespace) -> int:
             removed = clean_stale_temps(
                 directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run
             )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         _say(f"error: {exc}")
         return 2
+    except ImportError as exc:  # an s3:// prefix, without the s3 extra
+        _say(f"cannot clean {directory!r}: {exc}")
+        return 1
     except OSError as exc:
         _say(f"cannot clean {directory!r}: {_reason(exc)}")
         return 1
@@ -358,6 +386,17 @@ def _clean(args: argparse.Namespace) -> int:
         _say(f"cannot print the paths removed: {_reason(exc)}")
         return 1
     return 0
+
+
+def _remote_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with `clean`'s options for an s3:// prefix, if anything."""
+    if args.recursive or args.target is not None:
+        return ("--recursive and --target apply to a local directory; an s3:// prefix is "
+                "swept with every key under it")  # fmt: skip
+    if args.older_than is None:
+        return ("an s3:// prefix needs --older-than AGE (e.g. 24h): an upload has no lock "
+                "that tells a live writer from a dead one, only its age")  # fmt: skip
+    return None
 
 
 def _silence_stdout() -> None:

@@ -22,15 +22,27 @@ The commit is conditional where the store can check a condition: 'x' sends
 so that a concurrent update is reported (`ESTALE`) instead of lost; an 'a' of a key that did
 not exist sends `If-None-Match: *`. A failed commit aborts the upload.
 
+Every request is sent on the file system's event loop (fsspec's I/O thread) and awaited
+from the writer's thread as a future that is kept: when the wait is interrupted (Ctrl-C, the
+CLI's SIGTERM) while CreateMultipartUpload is on the wire, `remove()` still collects the
+upload's id from that future and aborts the upload. Writes still open when the interpreter
+exits are aborted by an exit hook, while that thread still runs; later in the shutdown it
+is gone, and no request is attempted (waiting for one would never end).
+
 The protocol's state machine, log events and error wrapping stay in `_core`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import concurrent.futures
 import errno
 import io
 import os
+import sys
 import threading
+import weakref
 
 from . import _fs
 
@@ -55,6 +67,10 @@ _FSSPEC_NAMES = frozenset({
 _LOCAL_PROTOCOLS = ("file", "local")
 #: The memory file system's check-then-publish runs under this lock (one process).
 _memory_lock = threading.Lock()
+#: Writes whose upload was started and is not yet completed or aborted (see `_abort_at_exit`).
+_open_uploads: weakref.WeakSet[RemoteTemp] = weakref.WeakSet()
+_exit_hook = False
+_exit_hook_lock = threading.Lock()
 
 
 # -- choosing the store ---------------------------------------------------------------------
@@ -282,8 +298,30 @@ class _S3:
         self.part_size = max(int(getattr(fs, "blocksize", 0) or 0), MIN_PART)
 
     def call(self, method: str, condition: str | None = None, **kwargs: Any) -> Any:
+        return self.answer(self.submit(method, **kwargs), condition)
+
+    def submit(self, method: str, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        """Send one request; `answer()` waits for it. Apart, so that a caller whose wait is
+        interrupted still holds the request, and can collect its answer later."""
+        return self._run(self.fs._call_s3, method, **self.where, **kwargs)
+
+    def _run(self, func: Any, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        loop = self.fs.loop
+        if sys.is_finalizing() or loop.is_closed():
+            # fsspec's thread stops with the interpreter: a wait for it would never end.
+            why = "the interpreter is exiting"
+        elif _running_loop() is loop:
+            why = "called on fsspec's own I/O thread, which can't wait for itself"
+        else:
+            return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop)
+        raise OSError(errno.ECANCELED, f"no request can be sent: {why}", self.url)
+
+    def answer(self, future: concurrent.futures.Future[Any], condition: str | None = None) -> Any:
+        """The request's answer; its error as the builtin `OSError` (see `store_error`)."""
+        while future not in concurrent.futures.wait((future,), timeout=1).done:
+            pass  # a wake-up each second: a signal another thread received is handled here
         try:
-            return self.fs.call_s3(method, **self.where, **kwargs)
+            return future.result()
         except Exception as exc:
             if not is_store_error(exc):
                 raise  # a bug or a bad option (TypeError...): not the store's answer
@@ -304,21 +342,11 @@ class _S3:
             return None
         body = response["Body"]
         try:
-            while True:
-                chunk = _read(self.fs, body)
-                if not chunk:
-                    break
-                _write_all(fd, chunk)
-        except Exception as exc:
-            if (isinstance(exc, OSError) and exc.errno is not None) or not is_store_error(exc):
-                raise  # the local spool's own error (ENOSPC...), or a bug
-            raise store_error(exc, self.url) from exc
+            while chunk := self.answer(self._run(body.read, 2**20)):
+                _write_all(fd, chunk)  # the spool's own errors (ENOSPC...) as they are
         finally:
             body.close()
         return str(response["ETag"])
-
-    def start(self) -> str:
-        return str(self.call("create_multipart_upload")["UploadId"])
 
     def part(self, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
         done = self.call("upload_part", UploadId=upload_id, PartNumber=number, Body=data)
@@ -342,10 +370,11 @@ class _S3:
         self.call("abort_multipart_upload", UploadId=upload_id)
 
 
-def _read(fs: Any, body: Any) -> bytes:
-    from fsspec.asyn import sync
-
-    return sync(fs.loop, body.read, 2**20)  # type: ignore[no-any-return]
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _name(condition: dict[str, str]) -> str | None:
@@ -375,6 +404,8 @@ class _PartWriter(io.RawIOBase):
         if self.closed:
             raise ValueError("write to closed file")
         temp = self._temp
+        if temp.ended:  # never a new upload after the abort (the exit hook's, say)
+            raise temp.aborted()
         view = memoryview(data).cast("B")
         temp.buffer += view
         temp.written += len(view)
@@ -390,8 +421,8 @@ class RemoteTemp:
     """One write to an object store: an upload not yet completed, or a local spool file."""
 
     __slots__ = (
-        "_etag", "_existed", "_fd", "_log", "_mode", "buffer", "parts", "step", "store",
-        "target", "temp_path", "upload_id", "written",
+        "__weakref__", "_etag", "_existed", "_fd", "_log", "_mode", "buffer", "ended", "parts",
+        "starting", "step", "store", "target", "temp_path", "upload_id", "written",
     )  # fmt: skip
 
     def __init__(self, target: Target, mode: Mode, log: EventLog) -> None:
@@ -408,6 +439,10 @@ class RemoteTemp:
         self.written = 0
         self.parts: list[dict[str, Any]] = []
         self.upload_id: str | None = None
+        #: The CreateMultipartUpload request until its answer is collected.
+        self.starting: concurrent.futures.Future[Any] | None = None
+        #: Removed (aborted, discarded): nothing more is written nor published.
+        self.ended = False
 
     @property
     def _streams(self) -> bool:
@@ -498,11 +533,23 @@ class RemoteTemp:
         size = store.part_size
         while len(self.buffer) >= size:
             if self.upload_id is None:
-                self.upload_id = store.start()
-                self.temp_path = f"{self.target.url}?uploadId={self.upload_id}"
+                self._start(store)
+            assert self.upload_id is not None
             part = bytes(self.buffer[:size])
             del self.buffer[:size]
             self.parts.append(store.part(self.upload_id, len(self.parts) + 1, part))
+
+    def _start(self, store: _S3) -> None:
+        """Create the multipart upload. The request is kept in `starting` until its answer
+        is read: if the wait is interrupted, `remove()` collects the id and aborts it."""
+        self.starting = store.submit("create_multipart_upload")
+        _track(self)
+        self._started(store.answer(self.starting))
+
+    def _started(self, answer: dict[str, Any]) -> None:
+        self.upload_id = upload_id = str(answer["UploadId"])
+        self.starting = None
+        self.temp_path = f"{self.target.url}?uploadId={upload_id}"
 
     # -- commit ------------------------------------------------------------------------
 
@@ -520,6 +567,8 @@ class RemoteTemp:
         """Complete the upload (or PUT the object) in one step, conditionally where the
         mode asks; on failure the caller's cleanup aborts the upload."""
         self.step = "commit"
+        if self.ended:  # aborted by the exit hook: what was written is gone
+            raise self.aborted()
         condition = self._condition(exclusive)
         store = self.store
         if store is None:
@@ -538,6 +587,7 @@ class RemoteTemp:
             self.parts.append(store.part(self.upload_id, len(self.parts) + 1, data))
         store.complete(self.upload_id, self.parts, condition)
         self.upload_id = None  # completed: nothing to abort
+        _open_uploads.discard(self)
         return False
 
     def _fill_from_spool(self, store: _S3) -> None:
@@ -574,16 +624,36 @@ class RemoteTemp:
     # -- the end -----------------------------------------------------------------------
 
     def remove(self) -> bool | OSError:
-        """Abort the multipart upload, if one was started and not completed."""
-        upload_id, self.upload_id = self.upload_id, None
+        """Abort the multipart upload, if one was started and not completed; also one whose
+        CreateMultipartUpload answer the writer stopped waiting for (interrupted): its
+        answer is awaited here. A failed or interrupted wait or abort leaves the write
+        tracked: the exit hook tries again."""
+        self.ended = True
         self.buffer = bytearray()
-        if upload_id is None or self.store is None:
+        store = self.store
+        if store is None:
             return False
         try:
-            self.store.abort(upload_id)
-        except OSError as exc:
+            if self.upload_id is None and self.starting is not None:
+                try:
+                    self._started(store.answer(self.starting))
+                except OSError:
+                    self.starting = None  # the request failed: there is no upload
+            if self.upload_id is None:
+                _open_uploads.discard(self)
+                return False
+            try:
+                store.abort(self.upload_id)
+            except OSError as exc:
+                return exc
+        except OSError as exc:  # no request can be sent (the interpreter is exiting)
             return exc
+        self.upload_id = None
+        _open_uploads.discard(self)
         return True
+
+    def aborted(self) -> OSError:
+        return OSError(errno.ECANCELED, "the write's upload was aborted", self.target.url)
 
     def release(self) -> None:
         fd, self._fd = self._fd, -1
@@ -592,9 +662,41 @@ class RemoteTemp:
     def forget(self) -> None:
         """In a forked child: the upload is the parent's; drop it without a request."""
         self.upload_id = None
+        self.starting = None
         self.release()
 
     def size(self) -> int:
         if self._fd >= 0:
             return os.fstat(self._fd).st_size
         return self.written
+
+
+# -- at exit ---------------------------------------------------------------------------------
+
+
+def _track(temp: RemoteTemp) -> None:
+    """Keep `temp` (weakly) for the exit hook until its upload is completed or aborted."""
+    global _exit_hook
+    with _exit_hook_lock:
+        if not _exit_hook:
+            _exit_hook = True
+            # s3fs closes its clients from weakref.finalize's exit hook, and atexit runs the
+            # last registered hook first: make sure that one is registered before ours (any
+            # finalizer registers it), so that ours runs while the clients are still open.
+            weakref.finalize(_abort_at_exit, lambda: None)
+            atexit.register(_abort_at_exit)
+        _open_uploads.add(temp)
+
+
+def _abort_at_exit() -> None:
+    """Abort the uploads of writes still open when the interpreter exits. atexit hooks run
+    while fsspec's I/O thread still does; the objects' `__del__` run later, when it is gone
+    and they must not wait for it (`_S3._run` refuses then). A write whose abort fails here
+    (the store is unreachable) is left to the sweep."""
+    for temp in list(_open_uploads):
+        temp.remove()
+
+
+if hasattr(os, "register_at_fork"):
+    # A forked child's copy of an open write belongs to the parent: never abort it at exit.
+    os.register_at_fork(after_in_child=_open_uploads.clear)

@@ -1,6 +1,10 @@
 """The remote side of `clean_stale_temps`: abort the incomplete multipart uploads that
 killed writers left under an `s3://bucket/prefix`.
 
+The prefix is a directory: `s3://b/team/alice` (or `.../alice/`) means the keys under
+`team/alice/`, never `team/alice2/...` nor `team/alice.csv` (nor the key `team/alice`
+itself). A raw key prefix is asked for with a final `*`: `s3://b/team/alice*`.
+
 An upload has no lock to show that its writer is alive, so age is the only evidence: an
 upload is aborted only when its start (`Initiated`, the server's clock) is older than
 `older_than`. Choose a limit longer than any write can take. A bucket lifecycle rule
@@ -53,17 +57,24 @@ def clean_remote(
     logger: AnyLogger | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Abort the incomplete uploads under `url` (`s3://bucket/prefix`) older than
-    `older_than`; return them as `s3://bucket/key?uploadId=...`, sorted."""
+    """Abort the incomplete uploads under `url` (`s3://bucket/dir`, or `s3://bucket/prefix*`
+    for a raw key prefix) older than `older_than`; return them as
+    `s3://bucket/key?uploadId=...`, sorted."""
     limit = seconds(older_than)
     from . import _remote
 
-    where = _remote.resolve(url, None, storage_options, None, True, True)
+    raw = url.endswith("*")
+    if "*" in url[:-1]:
+        raise ValueError(f"a '*' is allowed only at the end of the prefix (a raw key "
+                         f"prefix), not in {url!r}")  # fmt: skip
+    where = _remote.resolve(url[:-1] if raw else url, None, storage_options, None, True, True)
     if isinstance(where, str) or where.kind != "s3":
         raise ValueError(f"a remote sweep works on s3:// prefixes, not {url!r}")
     fs = where.fs
     bucket, prefix, _ = fs.split_path(where.key)
-    if where.key.endswith("/") and prefix and not prefix.endswith("/"):
+    # The key comes without its trailing '/'s: a directory gets one back (never its
+    # neighbours' keys); a raw prefix keeps what was given ('team/alice/*': the directory).
+    if prefix and (not raw or url[:-1].endswith("/")):
         prefix += "/"
     from . import _log
 

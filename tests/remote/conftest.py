@@ -14,7 +14,7 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
 import sys
 
-from remote.s3server import PROXY, Bucket, Server, moto_server
+from remote.s3server import PROXY, Bucket, HoldingRelay, Server, moto_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,3 +56,13 @@ def proxy(endpoint: str) -> Iterator[tuple[Server, str]]:
         yield server, f"http://127.0.0.1:{relay_port}"
     finally:
         server.kill()
+
+
+@pytest.fixture
+def holding_relay(endpoint: str) -> Iterator[HoldingRelay]:
+    """A relay that holds the first CreateMultipartUpload until the test releases it."""
+    relay = HoldingRelay(endpoint)
+    try:
+        yield relay
+    finally:
+        relay.close()

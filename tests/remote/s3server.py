@@ -150,3 +150,84 @@ while True:
     threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
     threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
 """
+
+
+class HoldingRelay:
+    """A TCP relay on 127.0.0.1 (threads of the test process) in front of the server that
+    holds the first CreateMultipartUpload request (`POST /bucket/key?uploads`) on its way.
+
+    `held` is set once it holds that request; `release()` sends it on; `answered` is set when
+    the server's answer to it comes back (the upload then exists on the server, whether or
+    not the writer is still there to read the answer). Everything else passes through."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._server = ("127.0.0.1", int(endpoint.rsplit(":", 1)[1]))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self.held = threading.Event()
+        self.answered = threading.Event()
+        self._released = threading.Event()
+        self._sockets: list[socket.socket] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def close(self) -> None:
+        self._released.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close() doesn't)
+        self._listener.close()
+        for s in self._sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        for thread in self._threads:
+            thread.join()
+        for s in self._sockets:
+            s.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(self._server)
+            self._sockets += [client, server]
+            holding = threading.Event()  # this connection carries the held request
+            for target, args in ((self._to_server, (client, server, holding)),
+                                 (self._to_client, (server, client, holding))):  # fmt: skip
+                thread = threading.Thread(target=target, args=args, daemon=True)
+                self._threads.append(thread)
+                thread.start()
+
+    def _to_server(
+        self, client: socket.socket, server: socket.socket, holding: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                request_line = data.partition(b"\r\n")[0]
+                if (
+                    not self.held.is_set()
+                    and request_line.startswith(b"POST ")
+                    and b"?uploads " in request_line
+                ):
+                    holding.set()
+                    self.held.set()
+                    self._released.wait()
+                server.sendall(data)
+        # Half-close only: the server still answers the request it has.
+        with contextlib.suppress(OSError):
+            server.shutdown(socket.SHUT_WR)
+
+    def _to_client(
+        self, server: socket.socket, client: socket.socket, holding: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if holding.is_set():
+                    self.answered.set()
+                client.sendall(data)
+        with contextlib.suppress(OSError):
+            client.shutdown(socket.SHUT_WR)

@@ -18,7 +18,7 @@ import pytest
 
 import atomicfile
 from atomicfile import AtomicFile, SessionFileError, _store, atomic_write, clean_stale_temps
-from remote.s3server import PART, Bucket, MiB, Server, options
+from remote.s3server import PART, Bucket, HoldingRelay, MiB, Server, options
 
 OLD = b"old content"
 
@@ -291,6 +291,177 @@ def test_server_killed_mid_upload(
     assert bucket.uploads() == []
 
 
+# -- interrupted, or left open at exit ---------------------------------------------------------
+
+
+def test_sigint_during_create_multipart_upload_aborts_it(
+    bucket: Bucket, holding_relay: HoldingRelay
+) -> None:
+    """A real SIGINT lands in the writer's thread while its CreateMultipartUpload is on the
+    wire (held by the relay); the request reaches the server only after the interrupt was
+    handled, so the upload is created after the writer gave up on the answer."""
+    relay = holding_relay
+    bucket.put("key", OLD)
+    interrupted = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    def interrupt_while_held() -> None:
+        if relay.held.wait(60):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            interrupted.wait(60)
+        relay.release()  # now the server creates the upload
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    interrupter = threading.Thread(target=interrupt_while_held)
+    interrupter.start()
+    try:
+        with (
+            pytest.raises(KeyboardInterrupt),
+            AtomicFile(bucket.url(), "wb", storage_options=options(relay.url)) as f,
+        ):
+            f.write(blob(PART))  # a full part: CreateMultipartUpload, held by the relay
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        interrupter.join()
+    assert interrupted.is_set() and relay.answered.wait(60)  # the server made the upload
+    assert_untouched(bucket)  # ... and it was aborted
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_signal_during_create_multipart_upload(
+    bucket: Bucket, holding_relay: HoldingRelay, signum: int, status: int
+) -> None:
+    relay = holding_relay
+    bucket.put("key", OLD)
+    env = dict(os.environ, AWS_ENDPOINT_URL=relay.url)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "atomicfile", "write", bucket.url()],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stderr is not None
+    stdin = child.stdin.fileno()
+
+    def feed() -> None:
+        """More than a part: the writer starts its upload; the rest waits in the pipe."""
+        data = memoryview(blob(PART + MiB))
+        try:
+            while data:
+                data = data[os.write(stdin, data) :]
+        except BrokenPipeError:
+            pass  # the writer has exited
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        assert relay.held.wait(60), "the writer never started its multipart upload"
+        child.send_signal(signum)
+    finally:
+        relay.release()
+        returncode = child.wait(timeout=60)
+        feeder.join()
+        child.stdin.close()
+    stderr = child.stderr.read()
+    child.stderr.close()
+    name = signal.Signals(signum).name
+    assert returncode == status, stderr
+    said = f"atomicfile: interrupted by {name}; {bucket.url()!r} left unchanged\n"
+    assert stderr.decode() == said
+    assert relay.answered.wait(60)  # the server made the upload
+    assert_untouched(bucket)  # ... and it was aborted
+
+
+OPEN_AT_EXIT = r"""
+import sys
+from atomicfile import AtomicFile
+so = eval(sys.argv[2])
+af = AtomicFile(sys.argv[1], "wb", storage_options=so)
+f = af.open()
+f.write(b"x" * (6 * 2**20))
+f.write(b"y" * 100)  # left in the file's buffer
+print("part uploaded", flush=True)
+if sys.argv[3] == "raise":
+    raise SystemExit("leaving with the write open")
+"""
+
+
+@pytest.mark.parametrize("how", ["end", "raise"])
+def test_write_open_at_exit_is_aborted_and_exit_does_not_hang(bucket: Bucket, how: str) -> None:
+    bucket.put("key", OLD)
+    done = subprocess.run(
+        [sys.executable, "-c", OPEN_AT_EXIT, bucket.url(), repr(bucket.options), how],
+        capture_output=True, timeout=120,  # a hang fails the test here
+    )  # fmt: skip
+    assert done.stdout == b"part uploaded\n"
+    assert done.returncode == (0 if how == "end" else 1), done.stderr
+    assert b"Traceback" not in done.stderr
+    assert_untouched(bucket)
+
+
+COMMIT_AT_EXIT = r"""
+import atexit, errno, sys
+from atomicfile import AtomicFile, SessionFileError
+
+def at_exit():  # registered before the first upload: runs after atomicfile's exit hook
+    try:
+        af.commit()
+    except SessionFileError as exc:
+        print("commit at exit:", errno.errorcode[exc.errno], flush=True)
+
+atexit.register(at_exit)
+af = AtomicFile(sys.argv[1], "wb", storage_options=eval(sys.argv[2]))
+f = af.open()
+f.write(b"x" * (6 * 2**20))
+"""
+
+
+def test_commit_after_the_exit_hook_fails(bucket: Bucket) -> None:
+    bucket.put("key", OLD)
+    done = subprocess.run(
+        [sys.executable, "-c", COMMIT_AT_EXIT, bucket.url(), repr(bucket.options)],
+        capture_output=True, timeout=120,  # a hang fails the test here
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"commit at exit: ECANCELED\n"  # never a truncated object
+    assert_untouched(bucket)
+
+
+UNREACHABLE_AT_EXIT = r"""
+import sys
+from atomicfile import AtomicFile
+af = AtomicFile(sys.argv[1], "wb", storage_options=eval(sys.argv[2]))
+f = af.open()
+f.write(b"x" * (6 * 2**20))
+print("part uploaded", flush=True)
+sys.stdin.read()  # the test kills the relay, then closes stdin: exit with the write open
+"""
+
+
+def test_exit_with_the_store_unreachable_does_not_hang(
+    bucket: Bucket, proxy: tuple[Server, str]
+) -> None:
+    """The exit hook's abort fails (the relay is gone); the write's `__del__`, later in the
+    shutdown, must not wait for a request either. The upload is left for the sweep."""
+    relay, relay_url = proxy
+    bucket.put("key", OLD)
+    so = options(relay_url, config_kwargs={"retries": {"max_attempts": 1}})
+    child = subprocess.Popen(
+        [sys.executable, "-c", UNREACHABLE_AT_EXIT, bucket.url(), repr(so)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None
+    assert child.stdout.readline() == b"part uploaded\n"
+    relay.kill()
+    _, stderr = child.communicate(timeout=120)  # a hang fails the test here
+    assert child.returncode == 0, stderr
+    assert bucket.get() == OLD and bucket.keys() == ["key"]
+    assert bucket.uploads() == ["key"]  # left for the sweep, as documented
+    assert clean_stale_temps(bucket.url(""), older_than=0, storage_options=bucket.options)
+    assert_untouched(bucket)
+
+
 # -- a killed writer, the sweep ----------------------------------------------------------------
 
 WRITER = r"""
@@ -356,6 +527,50 @@ def test_sweep_needs_older_than(bucket: Bucket) -> None:
         clean_stale_temps(bucket.url(""), storage_options=bucket.options)
 
 
+NEIGHBOURS = ["team/alice", "team/alice.csv", "team/alice2/y"]
+
+
+def start_uploads(bucket: Bucket, *keys: str) -> dict[str, str]:
+    """An incomplete upload per key (as killed writers leave them): key -> its name."""
+    started = {}
+    for key in keys:
+        upload = bucket.fs.call_s3("create_multipart_upload", Bucket=bucket.name, Key=key)
+        started[key] = f"{bucket.url(key)}?uploadId={upload['UploadId']}"
+    return started
+
+
+@pytest.mark.parametrize("url", ["team/alice", "team/alice/"])
+def test_sweep_of_a_prefix_stays_in_its_directory(bucket: Bucket, url: str) -> None:
+    started = start_uploads(bucket, "team/alice/x", "team/alice/sub/z", *NEIGHBOURS)
+    swept = clean_stale_temps(bucket.url(url), older_than=0, storage_options=bucket.options)
+    assert swept == sorted([started["team/alice/x"], started["team/alice/sub/z"]])
+    assert bucket.uploads() == NEIGHBOURS
+
+
+def test_sweep_of_a_raw_prefix_ends_with_a_star(bucket: Bucket) -> None:
+    started = start_uploads(bucket, "team/alice/x", "team/bob/x", *NEIGHBOURS)
+    swept = clean_stale_temps(bucket.url("team/alice*"), older_than=0,
+                              storage_options=bucket.options)  # fmt: skip
+    assert swept == sorted(started[k] for k in ["team/alice/x", *NEIGHBOURS])
+    assert bucket.uploads() == ["team/bob/x"]
+    with pytest.raises(ValueError, match=r"only at the end"):
+        clean_stale_temps(bucket.url("team/*/x"), older_than=0, storage_options=bucket.options)
+
+
+def test_cli_clean_of_a_prefix_stays_in_its_directory(bucket: Bucket) -> None:
+    env = dict(os.environ, AWS_ENDPOINT_URL=bucket.endpoint)
+    started = start_uploads(bucket, "team/alice/x", *NEIGHBOURS)
+    clean = [sys.executable, "-m", "atomicfile", "clean", "--older-than", "1h"]
+    done = subprocess.run([*clean, bucket.url("team/alice")], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == started["team/alice/x"] + "\n"
+    assert bucket.uploads() == NEIGHBOURS
+    done = subprocess.run([*clean, bucket.url("team/alice*")], env=env, capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == "".join(sorted(started[k] + "\n" for k in NEIGHBOURS))
+    assert bucket.uploads() == []
+
+
 # -- the command ------------------------------------------------------------------------------
 
 
@@ -377,6 +592,52 @@ def test_cli_write_and_clean(bucket: Bucket, tmp_path: Any) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode() == f"{bucket.url('p/left')}?uploadId={start['UploadId']}\n"
     assert bucket.uploads() == []
+
+
+def one_line(stderr: bytes) -> str:
+    text = stderr.decode()
+    assert text.count("\n") == 1 and text.endswith("\n"), text
+    assert "Traceback" not in text and text.startswith("atomicfile: ")
+    return text
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["write", "--no-fsync", "{url}"], "durable=False means nothing for an object"),
+        (["write", "--mode", "0600", "{url}"], "permissions means nothing for an object"),
+        (["write", "--no-follow", "{url}"], "follow_symlinks=False means nothing for an object"),
+        (["write", "gs://b/key"], "the 'gs' store is not supported"),
+        (["write", "ftp://h/key"], "the 'ftp' store is not supported"),
+        (["clean", "{url}"], "needs --older-than"),
+        (["clean", "--older-than", "1h", "--recursive", "{url}"], "--recursive"),
+        (["clean", "--older-than", "1h", "--target", "key", "{url}"], "--target"),
+    ],
+    ids=["no-fsync", "mode", "no-follow", "gs", "ftp", "clean-no-age", "clean-r", "clean-t"],
+)
+def test_cli_usage_errors_with_a_url(bucket: Bucket, args: list[str], says: str) -> None:
+    """Options that don't fit the target: one line on stderr, exit 2, nothing uploaded or
+    aborted."""
+    bucket.put("key", OLD)
+    start_uploads(bucket, "key")
+    env = dict(os.environ, AWS_ENDPOINT_URL=bucket.endpoint)
+    argv = [a.format(url=bucket.url()) for a in args]
+    done = subprocess.run([sys.executable, "-m", "atomicfile", *argv], input=b"new",
+                          env=env, capture_output=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert says in one_line(done.stderr)
+    assert done.stdout == b""
+    assert bucket.get() == OLD and bucket.keys() == ["key"] and bucket.uploads() == ["key"]
+
+
+@pytest.mark.parametrize("args", [["write", "s3://b/key"], ["clean", "--older-than", "1h", "s3://b/p"]])
+def test_cli_without_the_extra_says_so_in_one_line(args: list[str]) -> None:
+    """`python -S`: the same interpreter without its site-packages, so without fsspec and
+    s3fs (a real missing extra; atomicfile itself comes from PYTHONPATH)."""
+    done = subprocess.run([sys.executable, "-S", "-m", "atomicfile", *args], input=b"new",
+                          capture_output=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert "pip install 'atomicfile[s3]'" in one_line(done.stderr)
 
 
 # -- options, stores, imports ------------------------------------------------------------------
