@@ -98,6 +98,11 @@ def _permissions(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"invalid mode {text!r}: expected octal permission bits such as 0600 or 644"
         )
+    if mode & 0o1000:
+        raise argparse.ArgumentTypeError(
+            f"invalid mode {text!r}: the sticky bit (1000) means nothing on a file; "
+            f"did you mean {mode & ~0o1000:o}?"
+        )
     return mode
 
 

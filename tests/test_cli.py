@@ -298,6 +298,15 @@ def test_bad_mode(tmp_path: Path, mode: str) -> None:
     assert listing(tmp_path) == []
 
 
+def test_sticky_mode_says_what_was_meant(tmp_path: Path) -> None:
+    done = run("write", "--mode", "1644", tmp_path / "t", stdin=b"x")
+    assert done.returncode == 2
+    assert "the sticky bit (1000) means nothing on a file; did you mean 644?" in one_line(
+        done.stderr
+    )
+    assert listing(tmp_path) == []
+
+
 def test_usage_errors_are_one_line() -> None:
     for args in ([], ["write"], ["frobnicate"], ["clean"], ["write", "--bogus", "t"]):
         done = run(*args)
