@@ -349,6 +349,9 @@ def writer_proc(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         [*MODULE, "write", str(tmp_path / "t")],
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As a terminal's foreground job has it: a run launched in the background (some CI
+        # runners) starts children with SIGINT ignored, and Python keeps it ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert proc.stdin is not None
     proc.stdin.write(b"part of the new content\n")
