@@ -336,7 +336,10 @@ class AtomicBatch(Writer):
         if batchable:
             af.share_dirs(self._dirs)
         if not local:
-            key = _target_key(af.path, options.get("follow_symlinks", True))
+            # An object is known by its URL; a local file on Windows by its real path.
+            key = af.path
+            if batchable:
+                key = _target_key(af.path, options.get("follow_symlinks", True))
             with self._lock:
                 twice = key in self._keys
             if twice:
@@ -351,9 +354,10 @@ class AtomicBatch(Writer):
             dev, ino, name = af.target_key()
             # The temp is in the target's directory: on its file system.
             return _Entry(af, (dev, ino, name), (dev, ino), dev), f
+        # The directory fsynced once per batch: the temp's (an object store's has none).
         temp_path = af.temp_path
-        assert temp_path is not None
-        return _Entry(af, key, os.path.dirname(temp_path), -1), f
+        directory = af.path if temp_path is None else os.path.dirname(temp_path)
+        return _Entry(af, key, directory, -1), f
 
     def _join(self, entry: _Entry, f: IO[Any]) -> None:
         """Make the opened file one of the batch's, unless the batch ended meanwhile or
