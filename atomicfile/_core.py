@@ -547,7 +547,8 @@ class AtomicFile(Writer, Generic[_F]):
     # `AtomicBatch` opens each of its files with open(), then runs commit()'s phases over
     # all of them instead of commit(): prepare every file (no fsync), one durability point,
     # publish every file, complete every file (one directory fsync per directory). These
-    # methods, with open(), `path`, `store` and `temp_path`, are all it uses of a file.
+    # methods are all it uses of a file, besides the public ones (open(), discard(), the
+    # `with` exit for an error in a file's data write, `path`, `store`, `temp_path`).
 
     def share_dirs(self, dirs: SharedDirs) -> None:
         """Before open(): take the target's directory descriptor from `dirs`, which the
