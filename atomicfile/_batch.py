@@ -1,10 +1,15 @@
 """`AtomicBatch`: many atomic file writes published together, with one durability point.
 
 Each file is an `AtomicFile` (same parameters, same file objects, same temp files). What the
-batch changes is the order of the commit phases: every temp is prepared (flushed, final
-metadata) without an fsync, then all are made durable together (one `syncfs` per file
+batch changes is the order of the commit phases, which it runs through `AtomicFile`'s batch
+protocol (`prepare`, `publish`, `complete`, `abandon`): every temp is prepared (flushed,
+final metadata) without an fsync, then all are made durable together (one `syncfs` per file
 system where that is trusted, else an fsync each), then all are renamed, then each distinct
 directory is fsynced once.
+
+The batch's lifecycle is `_txn.Writer`'s (states, misuse errors, `discard()`, `with`, the
+garbage-collection discard, the fork guard), except that a batch is open from its
+construction: files join it until it commits.
 
 Files may join a batch from several threads or tasks at once: the state they share (the
 list of files, the directory descriptors, the syncfs handles) is guarded by one lock, never
@@ -22,13 +27,11 @@ import threading
 from collections.abc import Hashable
 from typing import IO, TYPE_CHECKING, Any, Literal, overload
 
-from . import _fs
+from . import _fs, _txn
 from ._core import AtomicFile
-from ._errors import SessionFileError
-from ._fs import WINDOWS as _WINDOWS
-from ._txn import COMMITTED as _COMMITTED
-from ._txn import COMMITTING as _COMMITTING
-from ._txn import OPEN as _OPEN
+from ._errors import SessionFileError, needs_wrapping
+from ._fs import WINDOWS
+from ._txn import COMMITTED, COMMITTING, DISCARDED, FAILED, OPEN, Writer, misuse
 
 if TYPE_CHECKING:
     import io
@@ -36,21 +39,17 @@ if TYPE_CHECKING:
     from typing import BinaryIO
 
     from _typeshed import ReadableBuffer, StrOrBytesPath
-    from typing_extensions import Self
+    from typing_extensions import Self, Unpack
 
     from ._async import AsyncFile
     from ._core import BinaryMode, BinaryUpdateMode, BinaryWriteMode, TextMode
     from ._log import AnyLogger
-    from ._permissions import Permissions
+    from ._options import TargetOptions
+
+    #: open()'s buffering, encoding, errors and newline, as the batch passes them on.
+    OpenArgs = tuple[int, str | None, str | None, str | None]
 
 
-_NEW, _DONE, _DISCARDED, _FAILED = "open", "committed", "discarded", "failed"
-_MISUSE = {
-    _COMMITTING: "AtomicBatch is being committed",
-    _DONE: "AtomicBatch was already committed; create a new AtomicBatch for another batch",
-    _DISCARDED: "AtomicBatch was discarded; create a new AtomicBatch for another batch",
-    _FAILED: "AtomicBatch already failed; create a new AtomicBatch for another batch",
-}
 _BINARY = {"w": "wb", "x": "xb", "a": "ab"}
 _NO_DATA: Any = object()  # `_add` for `open()`: no data to write
 
@@ -58,11 +57,11 @@ _NO_DATA: Any = object()  # `_add` for `open()`: no data to write
 class _Entry:
     __slots__ = ("af", "dev", "directory", "key")
 
-    def __init__(self, af: AtomicFile[Any], key: Hashable, directory: Hashable) -> None:
+    def __init__(self, af: AtomicFile[Any], key: Hashable, directory: Hashable, dev: int) -> None:
         self.af = af
         self.key = key  # the target, to refuse it twice
         self.directory = directory  # the target's directory, fsynced once per batch
-        self.dev = -1  # the temp's file system, when the batch is durable
+        self.dev = dev  # a local temp's file system (-1: none that can share a syncfs)
 
 
 class SharedDirs:
@@ -112,13 +111,15 @@ class SharedDirs:
         _fs.close_quietly(*(fd for fd, _ in fds.values()))
 
 
-class AtomicBatch:
+class AtomicBatch(Writer):
     """Write many files, then publish them all together: each target ends with the old
     content or the new one, and an error anywhere publishes none of them.
 
     `open()` takes `AtomicFile`'s parameters and returns the same file objects; `write()` is
-    `atomic_write` into the batch. Nothing is published until the batch commits (a clean
-    exit from `with`, or `commit()`): then all temps are made durable together (unless
+    `atomic_write` into the batch. `durable` and `logger` are the batch's, for all its
+    files; the other options (`permissions`, `follow_symlinks`, `fs`, `storage_options`)
+    are each file's. Nothing is published until the batch commits (a clean exit from
+    `with`, or `commit()`): then all temps are made durable together (unless
     `durable=False`), renamed over their targets, and each directory is fsynced once. An
     exception in the block, or `discard()`, removes every temp and publishes nothing.
 
@@ -131,11 +132,18 @@ class AtomicBatch:
     file. A write still running when the batch commits or is discarded is not part of it:
     its temp is removed and it raises `RuntimeError`. Each file holds one descriptor until
     the commit: past the process's `RLIMIT_NOFILE` an `open`/`write` fails with `EMFILE`
-    (the batch never changes the limit).
+    (the batch never changes the limit). `commit`, `discard` and the end of `with` are the
+    owner's: one thread.
 
     Raises `SessionFileError` (also the builtin `OSError` subclass) as `AtomicFile` does;
     the same target twice in one batch is a `FileExistsError` one.
     """
+
+    _kind = "AtomicBatch"
+    # An OSError raised in the block is not one file's: it ends the batch as it is.
+    _wraps_block_errors = False
+    #: The error that ended the batch: each file's failure names it (see `_cleanup`).
+    _cause: BaseException | None = None
 
     def __init__(self, *, durable: bool = True, logger: AnyLogger | None = None) -> None:
         self._durable = bool(durable)
@@ -156,9 +164,9 @@ class AtomicBatch:
         #: `open`/`write` calls under way: the shared descriptors stay open until the last
         #: one has joined the batch (or failed), even when the batch ends meanwhile.
         self._busy = 0
-        self._state = _NEW
-        self._in_with = False
-        self._discard_requested = False
+        # A batch has no "new" state: it is open from here, and files join it until it
+        # commits (from now on, a fork leaves it to this process).
+        self._begin()
 
     def __repr__(self) -> str:
         return f"<AtomicBatch {len(self._entries)} files {self._state}>"
@@ -175,7 +183,7 @@ class AtomicBatch:
 
     if TYPE_CHECKING:
 
-        @overload
+        @overload  # type: ignore[override]  # a batch's open() adds a file: see __enter__
         def open(
             self,
             file: StrOrBytesPath,
@@ -184,10 +192,7 @@ class AtomicBatch:
             encoding: str | None = None,
             errors: str | None = None,
             newline: str | None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> io.TextIOWrapper: ...
         @overload
         def open(
@@ -198,10 +203,7 @@ class AtomicBatch:
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> io.FileIO: ...
         @overload
         def open(
@@ -212,10 +214,7 @@ class AtomicBatch:
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> io.BufferedRandom: ...
         @overload
         def open(
@@ -226,10 +225,7 @@ class AtomicBatch:
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> io.BufferedWriter: ...
         @overload
         def open(
@@ -240,10 +236,7 @@ class AtomicBatch:
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> BinaryIO: ...
         @overload
         def open(
@@ -254,10 +247,7 @@ class AtomicBatch:
             encoding: str | None = None,
             errors: str | None = None,
             newline: str | None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> IO[Any]: ...
 
     def open(
@@ -268,10 +258,7 @@ class AtomicBatch:
         encoding: str | None = None,
         errors: str | None = None,
         newline: str | None = None,
-        *,
-        permissions: Permissions = None,
-        follow_symlinks: bool = True,
-        fs: Any = None,
+        **options: Unpack[TargetOptions],
     ) -> IO[Any]:
         """Start the write of `file` in this batch and return its temp file, as
         `AtomicFile(file, mode, ...).open()` would. Don't close it yourself: the batch does.
@@ -281,8 +268,8 @@ class AtomicBatch:
         in the batch (the same file through another path or a symlink counts); the batch
         itself stays usable.
         """
-        args = (file, mode, buffering, encoding, errors, newline, permissions, follow_symlinks, fs)
-        return self._add(args, _NO_DATA)[1]
+        args = (buffering, encoding, errors, newline)
+        return self._add(file, mode, args, options, _NO_DATA)[1]
 
     def write(
         self,
@@ -293,23 +280,22 @@ class AtomicBatch:
         encoding: str | None = None,
         errors: str | None = None,
         newline: str | None = None,
-        permissions: Permissions = None,
-        follow_symlinks: bool = True,
-        fs: Any = None,
+        **options: Unpack[TargetOptions],
     ) -> None:
         """`atomic_write` into the batch: `str` is written as text, bytes-like as binary.
         The data goes into the temp file now; the target changes when the batch commits.
         A write that fails removes its own temp only; the batch goes on."""
         if mode not in _BINARY:
             raise ValueError(f"AtomicBatch.write mode must be 'w', 'x' or 'a', not {mode!r}")
-        open_mode: Any = mode
+        open_mode: str = mode
         if not isinstance(data, str):
             open_mode = _BINARY[mode]
             memoryview(data)  # TypeError now for data that is neither
-        args = (file, open_mode, -1, encoding, errors, newline, permissions, follow_symlinks, fs)
-        self._add(args, data)
+        self._add(file, open_mode, (-1, encoding, errors, newline), options, data)
 
-    def _add(self, args: tuple[Any, ...], data: Any) -> tuple[AtomicFile[Any], IO[Any]]:
+    def _add(
+        self, file: StrOrBytesPath, mode: str, args: OpenArgs, options: TargetOptions, data: Any
+    ) -> tuple[AtomicFile[Any], IO[Any]]:
         """Open a file in the batch, write `data` into it (unless `_NO_DATA`), then make it
         one of the batch's files. Other threads' files may join meanwhile: nothing here
         refers to the batch's last file, only to this one."""
@@ -317,14 +303,14 @@ class AtomicBatch:
             self._expect_open()
             self._busy += 1
         try:
-            entry, f = self._start(*args)
+            entry, f = self._start(file, mode, args, options)
             if data is not _NO_DATA:
                 try:
                     f.write(data)
                 except BaseException as exc:
-                    entry.af._fail(exc)
-                    if isinstance(exc, OSError) and exc.errno is not None:
-                        raise SessionFileError(entry.af.path, "atomic write", exc, "write") from exc
+                    # What `with AtomicFile` does with an error in its block: the temp is
+                    # removed, and a builtin OSError is raised as the write's SessionFileError.
+                    entry.af.__exit__(type(exc), exc, exc.__traceback__)
                     raise
             self._join(entry, f)
             return entry.af, f
@@ -332,38 +318,28 @@ class AtomicBatch:
             self._leave()
 
     def _start(
-        self,
-        file: StrOrBytesPath,
-        mode: str,
-        buffering: int,
-        encoding: str | None,
-        errors: str | None,
-        newline: str | None,
-        permissions: Permissions,
-        follow_symlinks: bool,
-        fs: Any,
+        self, file: StrOrBytesPath, mode: str, args: OpenArgs, options: TargetOptions
     ) -> tuple[_Entry, IO[Any]]:
+        if "durable" in options or "logger" in options:
+            raise TypeError(
+                "durable= and logger= are the batch's, for all its files: pass them to "
+                "AtomicBatch(...), not to one file"
+            )
         af: AtomicFile[Any] = AtomicFile(
-            file,
-            mode,
-            buffering,
-            encoding,
-            errors,
-            newline,
-            permissions=permissions,
-            logger=self._logger,
-            durable=self._durable,
-            follow_symlinks=follow_symlinks,
-            fs=fs,
+            file, mode, *args, logger=self._logger, durable=self._durable, **options
         )
+        batchable = af.store.batchable
         # A local target is known by its directory's identity and its name there, both as
         # the write resolved them (no realpath: that is a stat per path component).
-        local = af.store.batchable and not _WINDOWS
+        local = batchable and not WINDOWS
         key: Hashable = None
-        if af.store.batchable:
-            af._dirs = self._dirs
+        if batchable:
+            af.share_dirs(self._dirs)
         if not local:
-            key = _target_key(af.path, follow_symlinks)
+            # An object is known by its URL; a local file on Windows by its real path.
+            key = af.path
+            if batchable:
+                key = _target_key(af.path, options.get("follow_symlinks", True))
             with self._lock:
                 twice = key in self._keys
             if twice:
@@ -374,30 +350,28 @@ class AtomicBatch:
             if exc.errno == errno.EMFILE:
                 raise self._out_of_descriptors(af.path, exc) from exc
             raise
-        directory: Hashable
         if local:
-            temp: Any = af._temp
-            key = temp.target_key()
-            directory = key[:2]  # type: ignore[index]  # (st_dev, st_ino, name)
-        else:
-            temp_path = af.temp_path
-            assert temp_path is not None
-            directory = os.path.dirname(temp_path)
-        return _Entry(af, key, directory), f
+            dev, ino, name = af.target_key()
+            # The temp is in the target's directory: on its file system.
+            return _Entry(af, (dev, ino, name), (dev, ino), dev), f
+        # The directory fsynced once per batch: the temp's (an object store's has none).
+        temp_path = af.temp_path
+        directory = af.path if temp_path is None else os.path.dirname(temp_path)
+        return _Entry(af, key, directory, -1), f
 
     def _join(self, entry: _Entry, f: IO[Any]) -> None:
         """Make the opened file one of the batch's, unless the batch ended meanwhile or
         already has its target; then its temp is removed and the error raised."""
         af = entry.af
         with self._lock:
-            if self._state != _NEW:
-                refusal: BaseException = RuntimeError(_MISUSE[self._state])
+            if self._state != OPEN:
+                refusal: BaseException = RuntimeError(misuse(self._kind, "open", self._state))
             elif entry.key in self._keys:
                 refusal = _twice(af.path)
             else:
                 try:
-                    if self._durable and af.store.batchable:  # remote stores commit alone
-                        entry.dev = self._note_device(af, f)
+                    if self._durable and entry.dev != -1:
+                        self._note_device(entry, f)
                 except BaseException as exc:
                     refusal = exc
                 else:
@@ -405,11 +379,11 @@ class AtomicBatch:
                     self._keys.add(entry.key)
                     return
         if isinstance(refusal, (RuntimeError, SessionFileError)):
-            af._end("discarded", None)  # not this write's failure: the batch's refusal
+            af.abandon(None)  # not this write's failure: the batch's refusal
             raise refusal
-        af._fail(refusal)
-        if isinstance(refusal, OSError) and refusal.errno is not None:
-            err = SessionFileError(af.path, "atomic write", refusal, "open")
+        af.abandon(refusal)
+        if needs_wrapping(refusal):
+            err = SessionFileError(af.path, self._operation, refusal, "open")
             if refusal.errno == errno.EMFILE:  # the syncfs handle's dup
                 err = self._out_of_descriptors(af.path, err)
             raise err from refusal
@@ -418,9 +392,19 @@ class AtomicBatch:
     def _leave(self) -> None:
         with self._lock:
             self._busy -= 1
-            last = self._busy == 0 and self._state not in (_NEW, _COMMITTING)
+            last = self._busy == 0 and self._state not in (OPEN, COMMITTING)
         if last:
             self._close_devices()  # the batch ended while this write ran
+
+    def _expect_open(self) -> None:
+        """Files join until the commit starts. Called with the lock held."""
+        if self._state != OPEN:
+            raise RuntimeError(misuse(self._kind, "open", self._state))
+        if self._forks != _txn.forks:
+            raise RuntimeError(
+                f"{self._kind} was opened before a fork(): only the parent process can add "
+                "files to it"
+            )
 
     def _out_of_descriptors(self, path: str, exc: SessionFileError) -> SessionFileError:
         try:
@@ -437,22 +421,19 @@ class AtomicBatch:
             "descriptors the program holds; or split the files into smaller batches"
         )
         return SessionFileError(
-            path, "atomic write", OSError(errno.EMFILE, message, path), exc.step
+            path, self._operation, OSError(errno.EMFILE, message, path), exc.step
         )
 
-    def _note_device(self, af: AtomicFile[Any], f: IO[Any]) -> int:
-        """The temp's file system; its first temp gives the batch its syncfs handle.
-        Called with the lock held."""
-        fd = f.fileno()
-        temp: Any = af._temp
-        st = temp.temp_stat if temp is not None else None  # fstat'ed by the create
-        dev = (st or os.fstat(fd)).st_dev
+    def _note_device(self, entry: _Entry, f: IO[Any]) -> None:
+        """The first temp on a file system gives the batch its syncfs handle there. Called
+        with the lock held."""
+        dev = entry.dev
         if dev not in self._devices and dev not in self._untrusted:
+            fd = f.fileno()
             if _syncfs_trusted(fd):
-                self._devices[dev] = (os.dup(fd), af.path)
+                self._devices[dev] = (os.dup(fd), entry.af.path)
             else:
                 self._untrusted.add(dev)
-        return dev
 
     # -- ending ------------------------------------------------------------------------
 
@@ -467,31 +448,37 @@ class AtomicBatch:
         published, the others not. Raises `SessionFileError` (or the original exception).
         """
         with self._lock:
-            self._expect_open()
-            if self._discard_requested:
-                raise RuntimeError(_MISUSE[_DISCARDED])
-            self._state = _COMMITTING
+            self._begin_commit()
             entries = list(self._entries)
         # 'x' files first: the likeliest refusal (the target appeared) comes before any
         # other file is published.
-        order = sorted(entries, key=lambda e: e.af._mode.kind != "x")
+        order = sorted(entries, key=lambda e: not e.af.is_exclusive())
+        renamed = 0
         try:
             try:
-                untrusted = self._untrusted
+                devices = self._devices
                 for entry in entries:
-                    # Local temps on a syncfs file system wait for the one syncfs; others
-                    # (another local file system, a remote store) finish on their own.
-                    alone = entry.dev in untrusted or not entry.af.store.batchable
-                    entry.af._prepare(self._durable and alone)
+                    # Temps on a file system with a syncfs handle wait for its one syncfs;
+                    # the others (untrusted file systems, object stores) finish on their own.
+                    entry.af.prepare(self._durable and entry.dev not in devices)
                 if self._durable:
                     self._sync_temps()
                 self._check_exclusive(order)
+                for entry in order:
+                    entry.af.publish()
+                    renamed += 1
             except BaseException as exc:
-                self._state = _FAILED if isinstance(exc, Exception) else _DISCARDED
-                self._abandon(exc)
+                if renamed:
+                    # The files renamed before the error are published: make them durable
+                    # and release them; the rename's error is the one to report.
+                    self._complete(order[:renamed])
+                self._fail(exc)  # every other file is removed
                 raise
-            self._publish(order)
-            self._complete(order)
+            error = self._complete(order)
+            if error is not None:
+                self._state = FAILED
+                raise error
+            self._state = COMMITTED
         finally:
             self._close_devices()
 
@@ -501,43 +488,25 @@ class AtomicBatch:
         that appears in between (RENAME_NOREPLACE)."""
         for entry in order:
             af = entry.af
-            if af._mode.kind != "x":
+            if not af.is_exclusive():
                 break  # sorted: the 'x' files come first
-            temp: Any = af._temp
-            if af.store.batchable and temp.target_exists():
+            if af.store.batchable and af.target_exists():
                 err = FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), af.path)
-                raise SessionFileError(af.path, "atomic write", err, "rename")
+                raise SessionFileError(af.path, self._operation, err, "rename")
 
-    def _publish(self, order: list[_Entry]) -> None:
-        for i, entry in enumerate(order):
-            try:
-                entry.af._publish()
-            except BaseException as exc:
-                self._state = _FAILED
-                for later in order[i + 1 :]:
-                    later.af._fail(exc)
-                done = [e for e in order[:i] if e.af._state == _COMMITTED]
-                try:
-                    self._complete(done)
-                except Exception:
-                    pass  # the rename's error is the one to report
-                raise
-
-    def _complete(self, order: list[_Entry]) -> None:
-        """One directory fsync per distinct directory, then each file's end."""
+    def _complete(self, order: list[_Entry]) -> BaseException | None:
+        """One directory fsync per distinct directory, then each file's end; the first
+        error, once every file has ended."""
         synced: set[Hashable] = set()
         error: BaseException | None = None
         for entry in order:
             first = entry.directory not in synced
             synced.add(entry.directory)
             try:
-                entry.af._complete(self._durable and first)
+                entry.af.complete(self._durable and first)
             except BaseException as exc:
                 error = error or exc
-        if self._state == _COMMITTING:
-            self._state = _DONE if error is None else _FAILED
-        if error is not None:
-            raise error
+        return error
 
     def _sync_temps(self) -> None:
         """Make the prepared temps durable together: one syncfs per file system (the temps
@@ -546,29 +515,32 @@ class AtomicBatch:
             try:
                 _syncfs(fd)
             except OSError as exc:
-                raise SessionFileError(path, "atomic write", exc, "fsync") from exc
+                raise SessionFileError(path, self._operation, exc, "fsync") from exc
 
-    def discard(self) -> None:
-        """Publish nothing: remove every temp. Inside `with`, the block's end does it and a
-        clean exit then publishes nothing. Does nothing once the batch has ended."""
+    # -- the lifecycle's hooks (`_txn.Writer`: discard, with, GC and forks are its) -------
+
+    def __enter__(self) -> Self:
+        # Not the base's, which calls open(): a batch's open() adds a file. A batch is open
+        # from its construction; `with` only says that the block's end commits it.
         with self._lock:
-            if self._state != _NEW:
-                return
-            if self._in_with:
-                self._discard_requested = True
-                return
-            self._state = _DISCARDED
-        self._abandon(None)
+            self._expect_open()
+        self._in_with = True
+        return self
 
-    def _abandon(self, exc: BaseException | None) -> None:
-        for entry in self._entries:
-            af = entry.af
-            if af._state in (_OPEN, _COMMITTING):
-                if exc is None:
-                    af._end("discarded", None)
-                else:
-                    af._fail(exc)
+    def _fail(self, exc: BaseException) -> None:
+        self._cause = exc  # each file's failure is the batch's error
+        super()._fail(exc)
+
+    def _cleanup(self) -> bool:
+        """Remove every file's temp, then close the batch's descriptors. The state has
+        changed already: the files read under the lock are all that will ever join."""
+        with self._lock:
+            entries = list(self._entries)
+        cause = self._cause
+        for entry in entries:
+            entry.af.abandon(cause)
         self._close_devices()
+        return False  # each file logged its own removal
 
     def _close_devices(self) -> None:
         """Close the batch's own descriptors (syncfs handles, shared directories), unless an
@@ -580,35 +552,26 @@ class AtomicBatch:
         _fs.close_quietly(*(fd for fd, _ in devices.values()))
         self._dirs.close()
 
-    def _expect_open(self) -> None:
-        if self._state != _NEW:
-            raise RuntimeError(_MISUSE[self._state])
+    def _forget(self) -> None:
+        """A forked child's copy: close its copies of the descriptors, remove nothing. No
+        lock taken: a thread of the parent may have held it at the fork."""
+        self._state = DISCARDED
+        for entry in self._entries:
+            entry.af.discard()  # in a forked child, discard() only closes its copies
+        devices, self._devices = self._devices, {}
+        _fs.close_quietly(*(fd for fd, _ in devices.values()))
+        self._dirs.close()
 
-    # -- context managers ----------------------------------------------------------------
+    def __del__(self) -> None:
+        if getattr(self, "_entries", None):
+            super().__del__()  # every temp removed first, then the ResourceWarning
+        elif hasattr(self, "_dirs"):
+            # Open from its construction, a batch that got no file is like an AtomicFile
+            # never opened: nothing to discard, nothing to warn about. Only directories
+            # opened by writes that failed are left to close.
+            self._dirs.close()
 
-    def __enter__(self) -> Self:
-        self._expect_open()
-        self._in_with = True
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._in_with = False
-        with self._lock:
-            if self._state != _NEW:
-                return
-            publish = exc is None and not self._discard_requested
-            if not publish:
-                failed = exc is not None and isinstance(exc, Exception)
-                self._state = _FAILED if failed else _DISCARDED
-        if publish:
-            self.commit()
-        else:
-            self._abandon(exc)
+    # -- async -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -634,10 +597,7 @@ class AtomicBatch:
             encoding: str | None = None,
             errors: str | None = None,
             newline: str | None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> AsyncFile[str]: ...
         @overload
         async def aopen(
@@ -648,10 +608,7 @@ class AtomicBatch:
             encoding: None = None,
             errors: None = None,
             newline: None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> AsyncFile[bytes]: ...
         @overload
         async def aopen(
@@ -662,10 +619,7 @@ class AtomicBatch:
             encoding: str | None = None,
             errors: str | None = None,
             newline: str | None = None,
-            *,
-            permissions: Permissions = None,
-            follow_symlinks: bool = True,
-            fs: Any = None,
+            **options: Unpack[TargetOptions],
         ) -> AsyncFile[Any]: ...
 
     async def aopen(
@@ -676,17 +630,14 @@ class AtomicBatch:
         encoding: str | None = None,
         errors: str | None = None,
         newline: str | None = None,
-        *,
-        permissions: Permissions = None,
-        follow_symlinks: bool = True,
-        fs: Any = None,
+        **options: Unpack[TargetOptions],
     ) -> AsyncFile[Any]:
         """`open()` for `async with AtomicBatch()`: the temp is created in a worker thread
         and returned as an `AsyncFile` (coroutine methods), as `async with AtomicFile` does."""
         from ._async import AsyncFile, run
 
-        args = (file, mode, buffering, encoding, errors, newline, permissions, follow_symlinks, fs)
-        af, f = await run(self._add, args, _NO_DATA)
+        args = (buffering, encoding, errors, newline)
+        af, f = await run(self._add, file, mode, args, options, _NO_DATA)
         return AsyncFile(f, af)
 
     async def awrite(
@@ -698,24 +649,14 @@ class AtomicBatch:
         encoding: str | None = None,
         errors: str | None = None,
         newline: str | None = None,
-        permissions: Permissions = None,
-        follow_symlinks: bool = True,
-        fs: Any = None,
+        **options: Unpack[TargetOptions],
     ) -> None:
         """`write()` in a worker thread."""
         from ._async import run
 
         await run(
             lambda: self.write(
-                file,
-                data,
-                mode=mode,
-                encoding=encoding,
-                errors=errors,
-                newline=newline,
-                permissions=permissions,
-                follow_symlinks=follow_symlinks,
-                fs=fs,
+                file, data, mode=mode, encoding=encoding, errors=errors, newline=newline, **options
             )
         )
 

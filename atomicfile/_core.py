@@ -12,7 +12,7 @@ from . import _log, _permissions
 from ._errors import needs_wrapping
 from ._modes import parse_mode
 from ._store import resolve
-from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, Writer
+from ._txn import COMMITTED, COMMITTING, DISCARDED, FAILED, OPEN, Writer
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -535,6 +535,60 @@ class AtomicFile(Writer, Generic[_F]):
                 "directory": os.path.dirname(self.path),
                 "operation": "fsync_directory",
             })  # fmt: skip
+
+    # -- the batch's protocol ----------------------------------------------------------
+    # `AtomicBatch` opens each of its files with open(), then runs commit()'s phases over
+    # all of them instead of commit(): prepare every file (no fsync), one durability point,
+    # publish every file, complete every file (one directory fsync per directory). These
+    # methods are all it uses of a file, besides the public ones (open(), discard(), the
+    # `with` exit for an error in a file's data write, `path`, `store`, `temp_path`).
+
+    def share_dirs(self, dirs: SharedDirs) -> None:
+        """Before open(): take the target's directory descriptor from `dirs`, which the
+        writes of one batch share (a local target's; other stores have none)."""
+        self._dirs = dirs
+
+    def prepare(self, sync: bool) -> None:
+        """commit()'s first phase: close the user's file, set the final metadata, fsync the
+        temp only if `sync` (the batch makes its temps durable together instead)."""
+        self._prepare(sync)
+
+    def publish(self) -> None:
+        """commit()'s second phase: rename the prepared temp over the target."""
+        self._publish()
+
+    def complete(self, sync_dir: bool) -> None:
+        """commit()'s last phase: fsync the directory only if `sync_dir` (once per
+        directory in a batch), release the descriptors, log the end."""
+        self._complete(sync_dir)
+
+    def abandon(self, cause: BaseException | None) -> None:
+        """End the write, open or prepared, without publishing: a discard when `cause` is
+        None, else a failure caused by `cause` (the batch's error, for each of its files).
+        Does nothing once the write has ended."""
+        if self._state == OPEN or self._state == COMMITTING:
+            if cause is None:
+                self._end(DISCARDED, None)
+            else:
+                self._fail(cause)
+
+    def is_exclusive(self) -> bool:
+        """An 'x' write: its target must not exist when it is published."""
+        return self._mode.kind == "x"
+
+    def target_key(self) -> tuple[int, int, str]:
+        """After open(), for a local target on POSIX: the target as the write resolved it,
+        its directory's (st_dev, st_ino) and its name there. Two spellings of one file give
+        one key; two files, two keys."""
+        temp = self._temp
+        assert isinstance(temp, _local.LocalTemp), "a local write, opened"
+        return temp.target_key()
+
+    def target_exists(self) -> bool:
+        """After open(), for a local target: whether something is at its name now."""
+        temp = self._temp
+        assert isinstance(temp, _local.LocalTemp), "a local write, opened"
+        return temp.target_exists()
 
 
 def _drop_buffer(file: Any) -> None:

@@ -6,13 +6,13 @@ error's class and errno.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import io
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import pytest
 import atomicfile
 from atomicfile import AtomicBatch, SessionFileError
 
-from conftest import listing, needs_root
+from conftest import Form, listing, needs_root
 from helpers import Staged
 
 
@@ -41,21 +41,88 @@ def assert_old(a: Path, b: Path) -> None:
     assert (b / "weights.bin").read_bytes() == b"old weights"
 
 
-def test_publishes_all_at_exit(tmp_path: Path) -> None:
+class SyncFile:
+    """The sync form's file behind `AsyncFile`'s coroutine names (those the cases use)."""
+
+    def __init__(self, file: Any) -> None:
+        self.wrapped = file
+
+    async def write(self, data: Any) -> int:
+        return int(self.wrapped.write(data))
+
+    async def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self.wrapped.seek(offset, whence))
+
+
+class SyncBatch:
+    """The sync form of a batch behind the async names: `aopen`/`awrite` are `open`/`write`,
+    as coroutines that finish without suspending."""
+
+    def __init__(self, batch: AtomicBatch) -> None:
+        self.batch = batch
+
+    async def aopen(self, *args: Any, **options: Any) -> SyncFile:
+        return SyncFile(self.batch.open(*args, **options))
+
+    async def awrite(self, *args: Any, **options: Any) -> None:
+        self.batch.write(*args, **options)
+
+    def discard(self) -> None:
+        self.batch.discard()
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+def in_batch(
+    form: Form, batch: AtomicBatch, body: Callable[[Any], Coroutine[Any, Any, None]]
+) -> None:
+    """Run the case `body(batch)` inside `with batch` (sync form: `open`, `write`) or
+    `async with batch` on the form's runtime (`aopen`, `awrite`, `AsyncFile`s).
+
+    `body` is written once, with the async names: in the sync form they are the sync
+    calls, and the body runs to its end without an event loop (it never suspends)."""
+    if form.is_async:
+
+        async def main() -> None:
+            async with batch:
+                await body(batch)
+
+        form.run(main)
+        return
+    with batch:
+        run_now(body(SyncBatch(batch)))
+
+
+def run_now(steps: Coroutine[Any, Any, None]) -> None:
+    """Run a sync form's case body, which never suspends, to its end without a loop."""
+    try:
+        steps.send(None)
+    except StopIteration:
+        return
+    steps.close()
+    raise AssertionError("a case's body must not suspend in the sync form")
+
+
+def test_publishes_all_at_exit(form: Form, tmp_path: Path) -> None:
     a, b = setup_dirs(tmp_path)
-    with AtomicBatch() as batch:
-        f = batch.open(a / "config.json")
-        assert isinstance(f, io.TextIOWrapper)
-        f.write("new config")
-        g = batch.open(str(b / "weights.bin"), "wb")
-        assert isinstance(g, io.BufferedWriter)
-        g.write(b"new weights")
-        batch.write(os.fsencode(a / "tokenizer.json"), "new tokenizer")
-        batch.write(b / "extra.bin", b"new extra")
+
+    async def body(batch: Any) -> None:
+        f = await batch.aopen(a / "config.json")
+        assert isinstance(f.wrapped, io.TextIOWrapper)
+        await f.write("new config")
+        g = await batch.aopen(str(b / "weights.bin"), "wb")
+        assert isinstance(g.wrapped, io.BufferedWriter)
+        await g.write(b"new weights")
+        await batch.awrite(os.fsencode(a / "tokenizer.json"), "new tokenizer")
+        await batch.awrite(b / "extra.bin", b"new extra")
         assert len(batch) == 4
         # Nothing published yet: the old files and one temp per new file.
         assert (a / "config.json").read_text() == "old config"
         assert len(listing(a)) == 3 and len(listing(b)) == 3
+
+    batch = AtomicBatch()
+    in_batch(form, batch, body)
     assert listing(a) == ["config.json", "tokenizer.json"]
     assert listing(b) == ["extra.bin", "weights.bin"]
     assert (a / "config.json").read_text() == "new config"
@@ -70,42 +137,92 @@ def test_publishes_all_at_exit(tmp_path: Path) -> None:
     ]
 
 
-def test_modes_as_atomicfile(tmp_path: Path) -> None:
+def test_modes_as_atomicfile(form: Form, tmp_path: Path) -> None:
     (tmp_path / "log").write_text("line1\n")
     (tmp_path / "rw").write_bytes(b"0123456789")
-    with AtomicBatch() as batch:
-        batch.open(tmp_path / "log", "a").write("line2\n")
-        rw = batch.open(tmp_path / "rw", "r+b")
-        assert isinstance(rw, io.BufferedRandom)
-        rw.seek(2)
-        rw.write(b"xx")
-        batch.write(tmp_path / "new", "x", mode="x")
+
+    async def body(batch: Any) -> None:
+        log = await batch.aopen(tmp_path / "log", "a")
+        await log.write("line2\n")
+        rw = await batch.aopen(tmp_path / "rw", "r+b")
+        assert isinstance(rw.wrapped, io.BufferedRandom)
+        await rw.seek(2)
+        await rw.write(b"xx")
+        await batch.awrite(tmp_path / "new", "x", mode="x")
+
+    in_batch(form, AtomicBatch(), body)
     assert (tmp_path / "log").read_text() == "line1\nline2\n"
     assert (tmp_path / "rw").read_bytes() == b"01xx456789"
     assert listing(tmp_path) == ["log", "new", "rw"]
 
 
-def test_exception_publishes_nothing(tmp_path: Path) -> None:
+def test_exception_publishes_nothing(form: Form, tmp_path: Path) -> None:
     a, b = setup_dirs(tmp_path)
     boom = KeyError("boom")
-    with pytest.raises(KeyError) as info, AtomicBatch() as batch:
-        batch.write(a / "config.json", "new")
-        batch.write(b / "weights.bin", b"new")
-        batch.write(a / "fresh", "new")
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(a / "config.json", "new")
+        await batch.awrite(b / "weights.bin", b"new")
+        await batch.awrite(a / "fresh", "new")
         raise boom
+
+    with pytest.raises(KeyError) as info:
+        in_batch(form, AtomicBatch(), body)
     assert info.value is boom
     assert_old(a, b)
 
 
-def test_discard(tmp_path: Path) -> None:
+def test_cancellation_publishes_nothing(form: Form, tmp_path: Path) -> None:
+    """A block that ends by a cancellation (a real one, from a cancel scope, on every async
+    runtime) or a KeyboardInterrupt (sync) publishes nothing and leaves no temp."""
+    import anyio
+
     a, b = setup_dirs(tmp_path)
-    with AtomicBatch() as batch:
-        batch.write(a / "config.json", "new")
+
+    async def body(batch: Any) -> None:
+        f = await batch.aopen(a / "config.json")
+        await f.write("new config")
+        await batch.awrite(b / "weights.bin", b"new weights")
+        assert len(listing(a)) == 2 and len(listing(b)) == 2
+        if not form.is_async:
+            raise KeyboardInterrupt
+
+    if form.is_async:
+        cancelled = []
+
+        async def main() -> None:
+            with anyio.CancelScope() as scope:
+                async with AtomicBatch() as batch:
+                    await body(batch)
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()
+            cancelled.append(scope.cancelled_caught)
+
+        form.run(main)
+        assert cancelled == [True]
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            in_batch(form, AtomicBatch(), body)
+    assert_old(a, b)
+
+
+def test_discard(form: Form, tmp_path: Path) -> None:
+    a, b = setup_dirs(tmp_path)
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(a / "config.json", "new")
         batch.discard()
-        batch.write(b / "weights.bin", b"new")  # still open until the block ends
+        await batch.awrite(b / "weights.bin", b"new")  # still open until the block ends
+
+    batch = AtomicBatch()
+    in_batch(form, batch, body)
     assert_old(a, b)
     with pytest.raises(RuntimeError, match="discarded"):
         batch.open(a / "config.json")
+
+
+def test_discard_without_with(tmp_path: Path) -> None:
+    a, b = setup_dirs(tmp_path)
     outside = AtomicBatch()
     outside.write(a / "config.json", "new")
     outside.discard()
@@ -114,11 +231,12 @@ def test_discard(tmp_path: Path) -> None:
         outside.commit()
 
 
-def test_same_target_twice(tmp_path: Path) -> None:
+def test_same_target_twice(form: Form, tmp_path: Path) -> None:
     a, _ = setup_dirs(tmp_path)
     os.symlink("config.json", a / "alias")
-    with AtomicBatch() as batch:
-        batch.write(a / "config.json", "first")
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(a / "config.json", "first")
         for again in (
             a / "config.json",
             str(a / "config.json"),
@@ -126,45 +244,58 @@ def test_same_target_twice(tmp_path: Path) -> None:
             a / "alias",
         ):
             with pytest.raises(SessionFileError) as info:
-                batch.write(again, "second")
+                await batch.awrite(again, "second")
             assert isinstance(info.value, FileExistsError)
             assert info.value.errno == errno.EEXIST
         # The error touched nothing: one temp, and the batch goes on.
         assert len(listing(a)) == 3
+
+    in_batch(form, AtomicBatch(), body)
     assert (a / "config.json").read_text() == "first"
     assert listing(a) == ["alias", "config.json"]
 
 
-def test_follow_symlinks_false_is_another_target(tmp_path: Path) -> None:
+def test_follow_symlinks_false_is_another_target(form: Form, tmp_path: Path) -> None:
     (tmp_path / "real").write_text("old")
     os.symlink("real", tmp_path / "link")
-    with AtomicBatch() as batch:
-        batch.write(tmp_path / "real", "new real")
-        batch.write(tmp_path / "link", "link replaced", follow_symlinks=False)
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(tmp_path / "real", "new real")
+        await batch.awrite(tmp_path / "link", "link replaced", follow_symlinks=False)
+
+    in_batch(form, AtomicBatch(), body)
     assert (tmp_path / "real").read_text() == "new real"
     assert not (tmp_path / "link").is_symlink()
     assert listing(tmp_path) == ["link", "real"]
 
 
-def test_target_is_a_directory(tmp_path: Path) -> None:
+def test_target_is_a_directory(form: Form, tmp_path: Path) -> None:
     a, b = setup_dirs(tmp_path)
-    with pytest.raises(SessionFileError) as info, AtomicBatch() as batch:
-        batch.write(a / "config.json", "new")
-        batch.write(b, b"a directory")
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(a / "config.json", "new")
+        await batch.awrite(b, b"a directory")
+
+    with pytest.raises(SessionFileError) as info:
+        in_batch(form, AtomicBatch(), body)
     assert isinstance(info.value, IsADirectoryError)
     assert info.value.errno == errno.EISDIR
     assert_old(a, b)
 
 
-def test_x_target_appears_before_commit(tmp_path: Path) -> None:
+def test_x_target_appears_before_commit(form: Form, tmp_path: Path) -> None:
     """The 'x' files are renamed first: the target that appeared refuses, and nothing
     else is published."""
     a, b = setup_dirs(tmp_path)
-    with pytest.raises(SessionFileError) as info, AtomicBatch() as batch:
-        batch.write(a / "config.json", "new")
-        batch.write(b / "weights.bin", b"new")
-        batch.write(a / "lock", "mine", mode="x")
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(a / "config.json", "new")
+        await batch.awrite(b / "weights.bin", b"new")
+        await batch.awrite(a / "lock", "mine", mode="x")
         (a / "lock").write_text("theirs")
+
+    with pytest.raises(SessionFileError) as info:
+        in_batch(form, AtomicBatch(), body)
     assert isinstance(info.value, FileExistsError)
     assert info.value.errno == errno.EEXIST
     assert (a / "lock").read_text() == "theirs"
@@ -172,16 +303,20 @@ def test_x_target_appears_before_commit(tmp_path: Path) -> None:
     assert_old(a, b)
 
 
-def test_write_error_publishes_nothing(tiny_fs: Path, tmp_path: Path) -> None:
+def test_write_error_publishes_nothing(form: Form, tiny_fs: Path, tmp_path: Path) -> None:
     """ENOSPC while the batch prepares its temps (a real 64 KiB tmpfs): nothing published
     on either file system, no temp left."""
     (tiny_fs / "small").write_text("old small")
     (tmp_path / "other").write_text("old other")
-    with pytest.raises(SessionFileError) as info, AtomicBatch() as batch:
-        batch.write(tmp_path / "other", "new other")
-        batch.write(tiny_fs / "small", "new small")
-        f = batch.open(tiny_fs / "big", "wb", buffering=1 << 20)
-        f.write(b"x" * (200 << 10))  # buffered: the error comes at the batch's flush
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(tmp_path / "other", "new other")
+        await batch.awrite(tiny_fs / "small", "new small")
+        f = await batch.aopen(tiny_fs / "big", "wb", buffering=1 << 20)
+        await f.write(b"x" * (200 << 10))  # buffered: the error comes at the batch's flush
+
+    with pytest.raises(SessionFileError) as info:
+        in_batch(form, AtomicBatch(), body)
     assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC
     assert info.value.step == "flush"
     assert listing(tiny_fs) == ["small"]
@@ -199,49 +334,24 @@ def test_misuse(tmp_path: Path) -> None:
         batch.open(tmp_path / "g")
     with pytest.raises(RuntimeError, match="already committed"):
         batch.commit()
+    with pytest.raises(RuntimeError, match="already committed"):
+        batch.__enter__()
     batch.discard()  # a no-op once ended
     with pytest.raises(ValueError, match="'w', 'x' or 'a'"):
         AtomicBatch().write(tmp_path / "g", "x", mode="r+")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="mode"):
         AtomicBatch().open(tmp_path / "g", "r")
+    with pytest.raises(TypeError, match="durable= and logger= are the batch's"):
+        AtomicBatch().write(tmp_path / "g", "x", durable=False)  # type: ignore[call-arg]
     assert listing(tmp_path) == ["f"]
 
 
-def test_empty_batch(tmp_path: Path) -> None:
-    with AtomicBatch():
+def test_empty_batch(form: Form, tmp_path: Path) -> None:
+    async def body(batch: Any) -> None:
         pass
+
+    in_batch(form, AtomicBatch(), body)
     assert listing(tmp_path) == []
-
-
-def test_async_form(tmp_path: Path) -> None:
-    a, b = setup_dirs(tmp_path)
-
-    async def main() -> None:
-        async with AtomicBatch() as batch:
-            f = await batch.aopen(a / "config.json")
-            await f.write("new config")
-            await batch.awrite(b / "weights.bin", b"new weights")
-            assert (a / "config.json").read_text() == "old config"
-
-    asyncio.run(main())
-    assert (a / "config.json").read_text() == "new config"
-    assert (b / "weights.bin").read_bytes() == b"new weights"
-    assert listing(a) == ["config.json"] and listing(b) == ["weights.bin"]
-
-
-def test_async_exception(tmp_path: Path) -> None:
-    a, b = setup_dirs(tmp_path)
-
-    async def main() -> None:
-        async with AtomicBatch() as batch:
-            f = await batch.aopen(a / "config.json")
-            await f.write("new config")
-            await batch.awrite(b / "weights.bin", b"new weights")
-            raise asyncio.CancelledError
-
-    with pytest.raises(asyncio.CancelledError):
-        asyncio.run(main())
-    assert_old(a, b)
 
 
 @needs_root
@@ -456,13 +566,16 @@ def test_batch_beyond_the_hard_descriptor_limit(tmp_path: Path) -> None:
 # -- issue 18, items 6 to 10 ---------------------------------------------------------------
 
 
-def test_failed_awrite_under_gather_drops_only_itself(tiny_fs: Path, tmp_path: Path) -> None:
-    """Item 6: a write that fails (a real ENOSPC on a 64 KiB tmpfs) while another task's
-    file joined the batch after it must drop its own file, not the other one. The order is
-    forced, without sleeps, by an encoding error handler that runs inside the failing
-    file's data write and waits there until the good file is in the batch."""
+def test_failed_write_drops_only_itself(form: Form, tiny_fs: Path, tmp_path: Path) -> None:
+    """Item 6: a write that fails (a real ENOSPC on a 64 KiB tmpfs) while another file joined
+    the batch after it (another task on every async runtime, as under `asyncio.gather`, or
+    another thread) must drop its own file, not the other one. The order is forced, without
+    sleeps, by an encoding error handler that runs inside the failing file's data write and
+    waits there until the good file is in the batch."""
     import codecs
     import threading
+
+    import anyio
 
     in_write, good_added = threading.Event(), threading.Event()
 
@@ -475,27 +588,40 @@ def test_failed_awrite_under_gather_drops_only_itself(tiny_fs: Path, tmp_path: P
     codecs.register_error("atomicbatch-test-hold", hold)
     (tmp_path / "good").write_text("old good")
     big = "\xe9" + "x" * (200 << 10)  # more than the tmpfs holds: ENOSPC inside write()
+    errors: list[Exception] = []
 
-    async def main() -> list[object]:
-        async with AtomicBatch() as batch:
+    async def bad(batch: Any) -> None:
+        try:
+            await batch.awrite(
+                tiny_fs / "big", big, encoding="ascii", errors="atomicbatch-test-hold"
+            )
+        except Exception as exc:  # checked below; a task group would cancel the other
+            errors.append(exc)
 
-            async def bad() -> None:
-                await batch.awrite(
-                    tiny_fs / "big", big, encoding="ascii", errors="atomicbatch-test-hold"
-                )
+    async def good(batch: Any) -> None:
+        try:
+            await batch.awrite(tmp_path / "good", "new good")
+        finally:
+            good_added.set()
 
-            async def good() -> None:
-                loop = asyncio.get_running_loop()
-                assert await loop.run_in_executor(None, in_write.wait, 60)
-                try:
-                    await batch.awrite(tmp_path / "good", "new good")
-                finally:
-                    good_added.set()
+    if form.is_async:
 
-            return await asyncio.gather(bad(), good(), return_exceptions=True)
+        async def main() -> None:
+            async with AtomicBatch() as batch, anyio.create_task_group() as group:
+                group.start_soon(bad, batch)
+                assert await anyio.to_thread.run_sync(in_write.wait, 60)
+                await good(batch)
 
-    error, ok = asyncio.run(main())
-    assert ok is None
+        form.run(main)
+    else:
+        with AtomicBatch() as batch:
+            thread = threading.Thread(target=run_now, args=(bad(SyncBatch(batch)),))
+            thread.start()
+            assert in_write.wait(60)
+            run_now(good(SyncBatch(batch)))
+            thread.join()
+    assert len(errors) == 1
+    error = errors[0]
     assert isinstance(error, SessionFileError) and error.errno == errno.ENOSPC
     assert error.step == "write" and error.path == str(tiny_fs / "big")
     assert listing(tiny_fs) == []
@@ -559,16 +685,20 @@ def test_concurrent_writes_leak_no_descriptor(form: Any, tmp_path: Path) -> None
         assert [(d / f"f{j}").read_text() for j in range(6)] == [f"{d.name} {j}" for j in range(6)]
 
 
-def test_x_files_all_checked_before_any_rename(tmp_path: Path) -> None:
+def test_x_files_all_checked_before_any_rename(form: Form, tmp_path: Path) -> None:
     """Item 8: the second of two 'x' targets appears before the commit: nothing is
     published, not even the first 'x' file."""
     a, b = setup_dirs(tmp_path)
-    with pytest.raises(SessionFileError) as info, AtomicBatch() as batch:
-        batch.write(a / "first", "mine 1", mode="x")
-        batch.write(a / "second", "mine 2", mode="x")
-        batch.write(a / "config.json", "new")
-        batch.write(b / "weights.bin", b"new")
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(a / "first", "mine 1", mode="x")
+        await batch.awrite(a / "second", "mine 2", mode="x")
+        await batch.awrite(a / "config.json", "new")
+        await batch.awrite(b / "weights.bin", b"new")
         (a / "second").write_text("theirs")
+
+    with pytest.raises(SessionFileError) as info:
+        in_batch(form, AtomicBatch(), body)
     assert isinstance(info.value, FileExistsError) and info.value.errno == errno.EEXIST
     assert info.value.path == str(a / "second")
     assert (a / "second").read_text() == "theirs"
@@ -576,7 +706,9 @@ def test_x_files_all_checked_before_any_rename(tmp_path: Path) -> None:
     assert_old(a, b)
 
 
-def test_x_target_appearing_during_the_renames(tmp_path: Path, monkeypatch: Any) -> None:
+def test_x_target_appearing_during_the_renames(
+    form: Form, tmp_path: Path, monkeypatch: Any
+) -> None:
     """Item 8, the promise that remains: a target that appears after the check, while the
     'x' files are being renamed, stops the batch there: the 'x' files renamed before it are
     published, no other file is. Mocked: only the instant the other process creates the
@@ -596,11 +728,15 @@ def test_x_target_appearing_during_the_renames(tmp_path: Path, monkeypatch: Any)
         return leftover
 
     monkeypatch.setattr(_fs, "rename_noreplace", rename_then_theirs_appears)
-    with pytest.raises(SessionFileError) as info, AtomicBatch() as batch:
-        batch.write(a / "config.json", "new")
-        batch.write(a / "first", "mine 1", mode="x")
-        batch.write(a / "second", "mine 2", mode="x")
-        batch.write(b / "weights.bin", b"new")
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(a / "config.json", "new")
+        await batch.awrite(a / "first", "mine 1", mode="x")
+        await batch.awrite(a / "second", "mine 2", mode="x")
+        await batch.awrite(b / "weights.bin", b"new")
+
+    with pytest.raises(SessionFileError) as info:
+        in_batch(form, AtomicBatch(), body)
     assert calls == ["first", "second"]
     assert isinstance(info.value, FileExistsError) and info.value.errno == errno.EEXIST
     assert info.value.path == str(a / "second")
@@ -611,18 +747,21 @@ def test_x_target_appearing_during_the_renames(tmp_path: Path, monkeypatch: Any)
     assert_old(a, b)
 
 
-def test_relative_paths_after_chdir(tmp_path: Path, monkeypatch: Any) -> None:
+def test_relative_paths_after_chdir(form: Form, tmp_path: Path, monkeypatch: Any) -> None:
     """Item 10: the same relative path opened in two working directories names two files."""
     one, two = tmp_path / "one", tmp_path / "two"
     for top in (one, two):
         (top / "out").mkdir(parents=True)
         (top / "out" / "report.json").write_text(f"old {top.name}")
-    with AtomicBatch() as batch:
+
+    async def body(batch: Any) -> None:
         monkeypatch.chdir(one)
-        batch.write("out/report.json", "new one")
+        await batch.awrite("out/report.json", "new one")
         monkeypatch.chdir(two)
-        batch.write("out/report.json", "new two")
-        batch.write(one / "out" / "extra", "extra")  # absolute, into the first directory
+        await batch.awrite("out/report.json", "new two")
+        await batch.awrite(one / "out" / "extra", "extra")  # absolute, into the first directory
+
+    in_batch(form, AtomicBatch(), body)
     assert (one / "out" / "report.json").read_text() == "new one"
     assert (two / "out" / "report.json").read_text() == "new two"
     assert listing(one / "out") == ["extra", "report.json"]
@@ -674,3 +813,159 @@ def test_write_still_running_at_commit_is_not_part_of_it(tmp_path: Path) -> None
     assert (tmp_path / "early").read_text() == "early"
     assert sorted(os.listdir("/proc/self/fd")) == before
     assert batch.paths == [str(tmp_path / "early")]
+
+
+# -- issue 19: one lifecycle, options defined once -----------------------------------------
+
+
+_FORK_SCRIPT = r"""
+import os, sys
+from atomicfile import AtomicBatch
+
+directory, how = sys.argv[1], sys.argv[2]
+with AtomicBatch() as batch:
+    batch.write(os.path.join(directory, "t"), "new t")
+    f = batch.open(os.path.join(directory, "u"))
+    f.write("half")  # buffered: a child that flushed it would write it twice
+    pid = os.fork()
+    if pid == 0:
+        if how == "exit":
+            sys.exit(0)  # leaves the block with SystemExit
+        if how in ("commit", "write"):
+            try:
+                if how == "commit":
+                    batch.commit()
+                else:
+                    batch.write(os.path.join(directory, "v"), "child")
+            except RuntimeError as err:
+                print("child:", err, flush=True)
+                os._exit(3)
+            os._exit(4)
+        if how == "discard":
+            batch.discard()
+        # how == "leave": falls out of the block normally
+    else:
+        _, status = os.waitpid(pid, 0)
+        print("child status", os.waitstatus_to_exitcode(status), flush=True)
+        names = sorted(os.listdir(directory))
+        print("after child:", len(names), names[-1], flush=True)
+        f.write("rest")
+if pid == 0:
+    os._exit(0)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork()")
+@pytest.mark.parametrize("how", ["exit", "leave", "commit", "write", "discard"])
+def test_forked_child_never_publishes_or_removes(tmp_path: Path, how: str) -> None:
+    """A child forked inside a batch's block (a real os.fork()) that leaves the block, by
+    an exception or normally, discards, commits or adds a file: it publishes nothing and
+    removes none of the parent's temps, which the parent then commits."""
+    (tmp_path / "t").write_text("old t")
+    done = subprocess.run(
+        [sys.executable, "-c", _FORK_SCRIPT, str(tmp_path), how],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    # The parent's two temps and the old "t", untouched by the child.
+    assert "after child: 3 t" in lines
+    if how == "commit":
+        assert (
+            "child: AtomicBatch was opened before a fork(): only the parent process can "
+            "commit it" in lines
+        )
+    if how == "write":
+        assert (
+            "child: AtomicBatch was opened before a fork(): only the parent process can add "
+            "files to it" in lines
+        )
+    assert f"child status {3 if how in ('commit', 'write') else 0}" in lines
+    assert lines[-1] == "done"
+    assert (tmp_path / "t").read_text() == "new t"
+    assert (tmp_path / "u").read_text() == "halfrest"  # the child flushed nothing
+    assert listing(tmp_path) == ["t", "u"]
+
+
+def test_abandoned_batch_is_discarded_with_a_resource_warning(tmp_path: Path) -> None:
+    """As an unclosed file: garbage collection removes every temp, then warns. A batch
+    that never got a file is like an AtomicFile never opened: nothing to warn about."""
+    import gc
+
+    a, b = setup_dirs(tmp_path)
+    batch = AtomicBatch()
+    batch.write(a / "config.json", "new")
+    batch.open(b / "weights.bin", "wb").write(b"new")
+    with pytest.warns(ResourceWarning, match=r"unfinished <AtomicBatch 2 files open>"):
+        del batch
+        gc.collect()
+    assert_old(a, b)
+    empty = AtomicBatch()
+    with pytest.raises(SessionFileError):
+        empty.write(tmp_path / "missing" / "f", "x")  # its directory's descriptor: closed
+    del empty
+    gc.collect()  # pytest's filterwarnings = error: a warning here would fail the test
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_abandoned_batch_is_cleaned_even_when_warnings_are_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `-W error` the ResourceWarning raised in __del__ must not skip the cleanup:
+    every temp removed, every descriptor (temps, directories, syncfs handle) closed."""
+    import gc
+    import warnings
+
+    a, b = setup_dirs(tmp_path)
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    before = sorted(os.listdir("/proc/self/fd"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        batch = AtomicBatch()
+        batch.write(a / "config.json", "new")
+        batch.open(b / "weights.bin", "wb").write(b"new")
+        batch.write(a / "fresh", "new")
+        del batch
+        gc.collect()
+    assert [type(u.exc_value) for u in unraisable] == [ResourceWarning]
+    assert sorted(os.listdir("/proc/self/fd")) == before
+    assert_old(a, b)
+
+
+def test_storage_options_per_file(form: Form, tmp_path: Path) -> None:
+    """`storage_options` (and `fs`) are each file's, as for AtomicFile: an object in
+    fsspec's memory store and a local file in one batch; an exception publishes neither."""
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    url = "memory://atomicbatch-tests/obj"
+    memory.pipe(url, b"old object")
+    (tmp_path / "local").write_text("old local")
+    options = {"skip_instance_cache": True}
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(url, b"new object", storage_options=options)
+        f = await batch.aopen("memory://atomicbatch-tests/more", "wb", fs=memory)
+        await f.write(b"more")
+        await batch.awrite(tmp_path / "local", "new local")
+
+    async def failing(batch: Any) -> None:
+        await body(batch)
+        raise KeyError("boom")
+
+    try:
+        with pytest.raises(KeyError):
+            in_batch(form, AtomicBatch(), failing)
+        assert memory.cat(url) == b"old object"
+        assert memory.ls("atomicbatch-tests", detail=False) == ["/atomicbatch-tests/obj"]
+        assert (tmp_path / "local").read_text() == "old local"
+        in_batch(form, AtomicBatch(), body)
+        assert memory.cat(url) == b"new object"
+        assert memory.cat("memory://atomicbatch-tests/more") == b"more"
+        assert (tmp_path / "local").read_text() == "new local"
+        assert listing(tmp_path) == ["local"]
+    finally:
+        memory.rm("atomicbatch-tests", recursive=True)

@@ -258,6 +258,18 @@ def batch(p: str, b: bytes) -> None:
         batch.write(p, 123)  # type: ignore[arg-type]
         batch.open(1.5)  # type: ignore[call-overload]
         assert_type(batch.paths, list[str])
+        # Each file's options are TargetOptions: storage_options and fs too; durable and
+        # logger are the batch's.
+        url, so = "s3://bucket/key", {"anon": True}
+        assert_type(batch.open(url, "wb", storage_options=so), io.BufferedWriter)
+        assert_type(batch.open(url, "w", encoding="utf-8", storage_options=None), io.TextIOWrapper)
+        assert_type(batch.open(p, "r+b", fs=object(), permissions=0o600), io.BufferedRandom)
+        assert_type(batch.write(url, b"x", mode="x", storage_options=so), None)
+        assert_type(batch.write(p, "x", permissions=lambda target, current: 0o600), None)
+        batch.open(p, "w", storage_options=1)  # type: ignore[call-overload]
+        batch.open(p, "wb", durable=False)  # type: ignore[call-overload]
+        batch.write(p, "x", logger=None)  # type: ignore[call-arg]
+        batch.write(p, "x", follow_symlinks=None)  # type: ignore[arg-type]
     AtomicBatch(durable=False).discard()
     AtomicBatch(True)  # type: ignore[call-arg]
 
@@ -267,3 +279,10 @@ async def batch_async(p: str) -> None:
         assert_type(await batch.aopen(p), AsyncFile[str])
         assert_type(await batch.aopen(p, "wb"), AsyncFile[bytes])
         assert_type(await batch.awrite(p, b"x"), None)
+        url, so = "s3://bucket/key", {"anon": True}
+        assert_type(await batch.aopen(url, "wb", storage_options=so), AsyncFile[bytes])
+        assert_type(await batch.aopen(url, storage_options=so, fs=None), AsyncFile[str])
+        assert_type(await batch.awrite(url, "x", mode="a", storage_options=so), None)
+        await batch.aopen(p, "w", durable=True)  # type: ignore[call-overload]
+        await batch.awrite(p, b"x", storage_options="anon")  # type: ignore[arg-type]
+        await batch.awrite(p, b"x", durable=True)  # type: ignore[call-arg]
