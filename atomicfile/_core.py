@@ -11,7 +11,7 @@ import os
 from . import _log, _permissions
 from ._errors import needs_wrapping
 from ._modes import parse_mode
-from ._store import resolve
+from ._store import LocalTemp, resolve
 from ._txn import COMMITTED, COMMITTING, DISCARDED, FAILED, OPEN, Writer
 
 TYPE_CHECKING = False
@@ -581,13 +581,13 @@ class AtomicFile(Writer, Generic[_F]):
         its directory's (st_dev, st_ino) and its name there. Two spellings of one file give
         one key; two files, two keys."""
         temp = self._temp
-        assert isinstance(temp, _local.LocalTemp), "a local write, opened"
+        assert isinstance(temp, LocalTemp), "a local write, opened"
         return temp.target_key()
 
     def target_exists(self) -> bool:
         """After open(), for a local target: whether something is at its name now."""
         temp = self._temp
-        assert isinstance(temp, _local.LocalTemp), "a local write, opened"
+        assert isinstance(temp, LocalTemp), "a local write, opened"
         return temp.target_exists()
 
 

@@ -31,9 +31,9 @@ import sys
 
 # The platform's local temp, chosen once: nothing on the write path asks which it is.
 if sys.platform == "win32":
-    from ._local_nt import LocalTemp
+    from ._local_nt import LocalTemp as LocalTemp
 else:
-    from ._local import LocalTemp
+    from ._local import LocalTemp as LocalTemp
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
