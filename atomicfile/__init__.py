@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._core import AtomicFile, atomic_write
 from ._errors import SessionFileError
+from ._update import atomic_update
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from ._batch import AtomicBatch
     from ._clean import clean_stale_temps
     from ._directory import AtomicDirectory
+    from ._update import atomic_update_async
 
 __version__ = "0.1.0"
 __all__ = [
@@ -25,12 +27,14 @@ __all__ = [
     "AtomicFile",
     "SessionFileError",
     "__version__",
+    "atomic_update",
+    "atomic_update_async",
     "atomic_write",
     "atomic_write_async",
     "clean_stale_temps",
 ]
 
-for _obj in (AtomicFile, SessionFileError, atomic_write):
+for _obj in (AtomicFile, SessionFileError, atomic_update, atomic_write):
     _obj.__module__ = __name__
 del _obj
 
@@ -39,6 +43,7 @@ del _obj
 _LAZY = {
     "AsyncFile": "_async",
     "atomic_write_async": "_async",
+    "atomic_update_async": "_update",
     "clean_stale_temps": "_clean",
     "AtomicBatch": "_batch",
     "AtomicDirectory": "_directory",

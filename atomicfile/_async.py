@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any, AnyStr, Generic, TypeVar, overload
 
 from ._core import AtomicFile, atomic_write
+from ._txn import NEW
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 
         async def checkpoint(self, cause: BaseException | None = None) -> None:
             """Raise a pending cancellation (chained to `cause`), else return."""
+
+        async def sleep(self, seconds: float) -> None:
+            """Pause the calling task (a cancellation point)."""
 
         def is_cancellation(self, exc: BaseException) -> bool: ...
 
@@ -294,13 +299,42 @@ async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
     """`async with` entry: open in a thread; if cancelled meanwhile, undo the open."""
     runtime = current_runtime()  # the unsupported-runtime error comes before any I/O
     af._expect_new()  # fail fast, before a thread hop
+    if af._locking:
+        await wait_for_lock(af, runtime)
     try:
         file = await runtime.run(af.__enter__)
     except BaseException as err:
         if af._committable:  # the open completed, then the cancellation came
             await runtime.run_shielded(af.__exit__, type(err), err, err.__traceback__)
+        elif af._state == NEW:  # cancelled before the open ran: only the lock is held
+            af._drop_lock()
         raise
     return AsyncFile(file, af, runtime, keep_small_writes=True)
+
+
+async def wait_for_lock(af: AtomicFile[Any], runtime: Runtime) -> None:
+    """The async wait of `lock=True`, before `open()`: one non-blocking attempt per thread
+    job and the runtime's own sleep between them, so no thread ever blocks in a flock (the
+    loop's default executor, which `asyncio.run()` joins at exit, stays free) and the loop
+    runs other tasks meanwhile. Returns with the lock held, or with the time up (then
+    `open()` tries once more and raises the `TimeoutError`). A cancellation leaves nothing
+    held."""
+    from ._lock import FIRST_PAUSE, MAX_PAUSE
+
+    timeout = af._timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = FIRST_PAUSE
+    try:
+        while not await runtime.run(af._take_lock, 0):
+            left = pause if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                break
+            await runtime.sleep(min(pause, left))
+            pause = min(pause * 2, MAX_PAUSE)
+    except BaseException:
+        af._drop_lock()
+        raise
+    af._lock_waited = True  # open() only looks once more
 
 
 def _finish(

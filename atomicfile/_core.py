@@ -6,6 +6,7 @@ form in `_async` runs these same steps in a worker thread.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from . import _local, _log, _permissions
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
     from ._async import AsyncFile
+    from ._lock import TargetLock
     from ._log import AnyLogger
     from ._options import Options
     from ._permissions import Permissions
@@ -95,7 +97,11 @@ class AtomicFile(Writer, Generic[_F]):
 
     Keyword options: `permissions` (None keeps an existing file's bits, an int mode, or a hook
     `(target, current_stat) -> int`), `logger`, `durable` (fsync the file and its directory;
-    default True), `follow_symlinks` (replace what a symlink points to; default True).
+    default True), `follow_symlinks` (replace what a symlink points to; default True),
+    `lock` (True: wait for the other `lock=True` writers and `atomic_update` calls of this
+    target, in any thread, task or process, and keep them waiting until this write ends; so
+    an 'a' or 'r+' copy is never stale), `timeout` (seconds to wait for that lock: None waits
+    as long as it takes, 0 tries once; then `TimeoutError`, nothing written). See `_lock`.
 
     Object stores: a URL such as `"s3://bucket/key"` (with `storage_options`, as
     `fsspec.open` takes them), a `UPath`, or a path with `fs=` an fsspec file system
@@ -197,6 +203,8 @@ class AtomicFile(Writer, Generic[_F]):
         follow_symlinks: bool = True,
         fs: Any = None,
         storage_options: dict[str, Any] | None = None,
+        lock: bool = False,
+        timeout: float | None = None,
     ) -> None:
         self._mode = parsed = parse_mode(mode)
         if not isinstance(buffering, int) or isinstance(buffering, bool):
@@ -251,6 +259,28 @@ class AtomicFile(Writer, Generic[_F]):
         self._follow = bool(follow_symlinks)
         self._file: IO[Any] | None = None
         self._temp: Temp | None = None
+        if lock or timeout is not None:
+            self._check_lock(lock, timeout)
+            self._locking = True
+            self._timeout = timeout
+
+    def _check_lock(self, lock: bool, timeout: float | None) -> None:
+        """lock=/timeout= are usable here, or the ValueError that says what to do."""
+        if lock is not True:
+            raise ValueError(
+                f"timeout= is how long lock=True waits: pass lock=True too (lock={lock!r})"
+            )
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+        ):
+            raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+        if self._store is not None:
+            raise ValueError(
+                "lock=True works on local files only: object stores have no locks; "
+                "use atomic_update(), which makes the write conditional instead"
+            )
+        if _WINDOWS:
+            raise NotImplementedError("lock=True needs flock(2), which Windows does not have")
 
     # Per-write fields whose starting value is shared, as class attributes: each write sets
     # only those it changes (fewer attribute stores on the hot path of a small write).
@@ -258,6 +288,12 @@ class AtomicFile(Writer, Generic[_F]):
     #: The file `async with` gave, while the block runs.
     _async_file: AsyncFile[Any] | None = None
     _leftover = False
+    #: lock=True: the write takes the target's lock (`_lock`) at open, waiting `_timeout`.
+    _locking = False
+    _timeout: float | None = None
+    _lock: TargetLock | None = None
+    #: The async form waited for the lock already (between sleeps on its loop).
+    _lock_waited = False
     #: perf_counter() readings for the DEBUG events' durations, taken only when DEBUG is on.
     _start = 0.0
     _renamed_at = 0.0
@@ -282,16 +318,15 @@ class AtomicFile(Writer, Generic[_F]):
         `AtomicFile`: its `commit()` publishes what the file holds.
         """
         self._begin()
-        self._log = log = _log.EventLog(self._logger)
-        if log.debug:  # only the DEBUG events report durations
-            self._start = _log.now()
-        store = self._store
-        self._temp = temp = (
-            _local.LocalTemp(self.path, self._mode, self._follow, log, self._dirs)
-            if store is None
-            else store.temp(self._mode, log)
-        )
+        temp = self._temp or self._new_temp()  # made by the async form's lock wait
+        log = self._log
         try:
+            if self._locking and not self._take_lock(0 if self._lock_waited else self._timeout):
+                raise TimeoutError(
+                    errno.ETIMEDOUT,
+                    f"No lock within {self._timeout} s: another writer holds the target",
+                    self.path,
+                )
             problem = temp.inspect()
             if log.debug:
                 fields: dict[str, Any] = {
@@ -312,6 +347,54 @@ class AtomicFile(Writer, Generic[_F]):
                 raise self._error(exc, temp.step) from exc
             raise
         return file  # type: ignore[return-value]
+
+    def _new_temp(self) -> Temp:
+        """This write's event log and its store's temp (nothing on disk yet)."""
+        self._log = log = _log.EventLog(self._logger)
+        if log.debug:  # only the DEBUG events report durations
+            self._start = _log.now()
+        store = self._store
+        self._temp = temp = (
+            _local.LocalTemp(self.path, self._mode, self._follow, log, self._dirs)
+            if store is None
+            else store.temp(self._mode, log)
+        )
+        return temp
+
+    def _take_lock(self, timeout: float | None) -> bool:
+        """Take the target's lock (`_lock`), relative to the directory the write binds;
+        False when not had within `timeout` (nothing held then). The async form calls it
+        with 0 before `open()`, between sleeps on its loop."""
+        temp = self._temp or self._new_temp()
+        assert isinstance(temp, _local.LocalTemp)  # lock=True is refused for other stores
+        temp.step = "lock"
+        lock = self._lock
+        if lock is None:
+            from ._lock import TargetLock
+
+            dfd, name = temp.lock_target()
+            self._lock = lock = TargetLock(dfd, name, self.path, self._follow)
+        if not lock.acquire(timeout):
+            return False  # step stays "lock", for the TimeoutError
+        temp.step = "open"
+        return True
+
+    def _drop_lock(self) -> None:
+        """The async lock wait was cancelled before `open()`: release all, write nothing."""
+        self._state = DISCARDED
+        self._unlock()
+        if self._temp is not None:
+            self._temp.release()
+
+    def _unlock(self) -> None:
+        lock = self._lock
+        if lock is not None:
+            lock.release()
+
+    def _old_content(self) -> bytes | None:
+        """The target's content as the lock holds it (None: no target), for atomic_update."""
+        assert self._lock is not None
+        return self._lock.read()
 
     def commit(self) -> None:
         """Publish the written content: flush, set permissions, fsync, rename, fsync the
@@ -398,6 +481,8 @@ class AtomicFile(Writer, Generic[_F]):
                     self._warn_dir_sync()
         finally:
             temp.release()  # the temp's fd (its sweep lock) and the directory's
+            if self._lock is not None:
+                self._lock.release()  # after the directory fsync: the next writer may go
         if log.debug:
             log.emit(_log.DEBUG, _log.COMPLETED, {
                 "target_path": self.path,
@@ -411,6 +496,7 @@ class AtomicFile(Writer, Generic[_F]):
         self._file = None
         if self._temp is not None:
             self._temp.release()
+        self._unlock()
 
     # -- context managers: `with` and discard() are the base's (`_txn.Writer`) ----------
 
@@ -457,6 +543,8 @@ class AtomicFile(Writer, Generic[_F]):
                 pass
         if self._temp is not None:
             self._temp.forget()
+        if self._lock is not None:
+            self._lock.forget()
 
     def _log_failure(self, exc: BaseException) -> None:
         log = self._log
@@ -496,6 +584,8 @@ class AtomicFile(Writer, Generic[_F]):
             except Exception:
                 pass  # the same error the write already reported (ENOSPC...)
         temp.release()
+        if self._lock is not None:
+            self._lock.release()
         if _WINDOWS:
             removal = temp.remove()
         return removal

@@ -145,11 +145,12 @@ class LocalTemp:
                     problem = err
         else:
             try:
-                try:
-                    self._bind(self._dir)
-                except OSError as err:
-                    # open() names the file it was asked for, not its directory.
-                    raise OSError(err.errno, err.strerror, path) from None
+                if self._dfd is None:  # else bound already, by `lock_target()`
+                    try:
+                        self._bind(self._dir)
+                    except OSError as err:
+                        # open() names the file it was asked for, not its directory.
+                        raise OSError(err.errno, err.strerror, path) from None
                 # `_lstat()`, inline on this path that every write takes.
                 dfd = self._dfd
                 try:
@@ -167,6 +168,17 @@ class LocalTemp:
                 problem = err
         self._new_name()
         return problem
+
+    def lock_target(self) -> tuple[int | None, str]:
+        """Bind the target's directory now, before `inspect()`, and return it with the
+        target's name in it: what the lock of `lock=True` is taken relative to (`_lock`).
+        `inspect()` then works in that same directory: the name is resolved once."""
+        if self._dfd is None:
+            try:
+                self._bind(self._dir)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror, self.path) from None
+        return self._dfd, self._base
 
     def _bind(self, directory: str) -> None:
         """Open `directory` as the one all later names are relative to."""
