@@ -480,9 +480,12 @@ class AtomicFile(Writer, Generic[_F]):
                 if not synced:
                     self._warn_dir_sync()
         finally:
+            lock = self._lock
+            if lock is not None:
+                temp.drop_sweep_lock()  # type: ignore[attr-defined]  # lock=True: local
             temp.release()  # the temp's fd (its sweep lock) and the directory's
-            if self._lock is not None:
-                self._lock.release()  # after the directory fsync: the next writer may go
+            if lock is not None:
+                lock.release()  # after the directory fsync: the next writer may go
         if log.debug:
             log.emit(_log.DEBUG, _log.COMPLETED, {
                 "target_path": self.path,

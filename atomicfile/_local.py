@@ -635,6 +635,18 @@ class LocalTemp:
             return exc
         return True
 
+    def drop_sweep_lock(self) -> None:
+        """After the rename the temp is the target, and its sweep lock is a lock on the new
+        target: drop it before closing, or a forked child's copy of the descriptor keeps
+        every `lock=True` writer of the target waiting (`_lock`). Only that path calls it."""
+        if self._fd >= 0 and not _WINDOWS:
+            import fcntl
+
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            except OSError:
+                pass
+
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, -1
         _fs.close_quietly(fd)

@@ -88,7 +88,7 @@ if hasattr(os, "register_at_fork"):
 class TargetLock:
     """The lock of one target, named by `name` relative to the directory descriptor `dfd`."""
 
-    __slots__ = ("_dfd", "_follow", "_name", "fd", "on_target", "path")
+    __slots__ = ("_dfd", "_follow", "_name", "fd", "link", "on_target", "path")
 
     def __init__(self, dfd: int | None, name: str, path: str, follow: bool) -> None:
         self._dfd = dfd
@@ -100,6 +100,8 @@ class TargetLock:
         self.fd = -1
         #: Whether `fd` is the target's (False: the directory's, there was no target).
         self.on_target = False
+        #: Not following links, the name was a symlink (locked as "no target yet").
+        self.link = False
 
     @property
     def held(self) -> bool:
@@ -163,6 +165,7 @@ class TargetLock:
     def _open_target(self) -> int:
         """A descriptor of the target, or -1 when there is none (or, not following links,
         a symlink that the write will replace)."""
+        self.link = False
         flags = _O_NONBLOCK | _O_CLOEXEC | (0 if self._follow else _O_NOFOLLOW)
         try:
             try:
@@ -175,6 +178,7 @@ class TargetLock:
             return -1
         except OSError as err:
             if err.errno == errno.ELOOP and not self._follow:
+                self.link = True
                 return -1
             if err.errno == errno.ENXIO:  # a FIFO with no reader: not a file we replace
                 return -1
@@ -201,6 +205,9 @@ class TargetLock:
         """The locked target's content (None: there is no target). The descriptor is the
         inode the lock holds, so this is the content no other locking writer can change."""
         if not self.on_target:
+            if self.link:
+                # Reading would follow the link: what O_NOFOLLOW gives open() for 'r+'.
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), self.path)
             return None
         fd = self.fd
         st = os.fstat(fd)
