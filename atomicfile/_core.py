@@ -459,7 +459,14 @@ class AtomicFile(Writer, Generic[_F]):
         log = self._log
         temp = self._temp
         assert temp is not None
+        lock = self._lock
         try:
+            if lock is not None:
+                # The old inode's lock protects nothing now: the name leads to the temp,
+                # whose sweep lock (a flock too) we hold until the end, so the next writer
+                # waits there, until the directory fsync is done. Closing the old inode
+                # now lets the file system free it in the commit the fsync waits for.
+                lock.release()
             if self._leftover:
                 self._log_removal(temp.remove())
             if log.debug:
@@ -480,12 +487,10 @@ class AtomicFile(Writer, Generic[_F]):
                 if not synced:
                     self._warn_dir_sync()
         finally:
-            lock = self._lock
             if lock is not None:
+                lock.release()  # if the try failed before the release above
                 temp.drop_sweep_lock()  # type: ignore[attr-defined]  # lock=True: local
-            temp.release()  # the temp's fd (its sweep lock) and the directory's
-            if lock is not None:
-                lock.release()  # after the directory fsync: the next writer may go
+            temp.release()  # the temp's fd (its sweep lock: the next writer may go now)
         if log.debug:
             log.emit(_log.DEBUG, _log.COMPLETED, {
                 "target_path": self.path,

@@ -41,11 +41,17 @@ Security: anyone who may open the target for reading (or the directory, while th
 target) may flock it too, and hold it. Taking this lock is opting into waiting for them;
 `timeout` bounds the wait.
 
-Release: `LOCK_UN` then close, once the write has ended (after the commit's directory
-fsync; on every failure path; at a garbage-collected discard). The explicit unlock also
-frees the lock from a forked child's copy of the descriptor, and the child closes its
-copies at fork too, so a child that outlives its parent never keeps the lock. A holder
-killed by SIGKILL releases it: the kernel drops a flock with the last descriptor.
+Release: `LOCK_UN` then close. A commit releases the old inode right after its rename:
+the name then leads to the writer's temp, whose own flock (the stale-temp sweep's liveness
+lock, `_local`) the writer holds until its directory fsync is done, so the next writer
+moves on to the new inode and waits there until the write has fully ended. (Closing the
+old, now unlinked, inode early also lets the file system free it in the journal commit the
+directory fsync waits for anyway: see benchmarks/update.py.) On every failure path and at
+a garbage-collected discard, the lock is released with the temp. The explicit unlock frees
+it from a forked child's copy of the descriptor too (and the commit unlocks the temp
+before closing it, for the same reason); the child also closes its copies at fork, so a
+child that outlives its parent never keeps the lock. A holder killed by SIGKILL releases
+it: the kernel drops a flock with the last descriptor.
 """
 
 from __future__ import annotations
