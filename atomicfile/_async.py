@@ -325,7 +325,12 @@ async def wait_for_lock(af: AtomicFile[Any], runtime: Runtime) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = FIRST_PAUSE
     try:
-        while not await runtime.run(af._take_lock, 0):
+        while True:
+            try:
+                if await runtime.run(af._take_lock, 0):
+                    break
+            except OSError:
+                break  # open() meets it again, and fails the write as the sync form does
             left = pause if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 break

@@ -259,17 +259,16 @@ class AtomicFile(Writer, Generic[_F]):
         self._follow = bool(follow_symlinks)
         self._file: IO[Any] | None = None
         self._temp: Temp | None = None
-        if lock or timeout is not None:
-            self._check_lock(lock, timeout)
-            self._locking = True
-            self._timeout = timeout
+        if lock is not False or timeout is not None:
+            if not isinstance(lock, bool):
+                raise TypeError(f"lock must be True or False, not {type(lock).__name__}")
+            if not lock:
+                raise ValueError("timeout= is how long lock=True waits: pass lock=True too")
+            self._use_lock(timeout)
 
-    def _check_lock(self, lock: bool, timeout: float | None) -> None:
-        """lock=/timeout= are usable here, or the ValueError that says what to do."""
-        if lock is not True:
-            raise ValueError(
-                f"timeout= is how long lock=True waits: pass lock=True too (lock={lock!r})"
-            )
+    def _use_lock(self, timeout: float | None) -> None:
+        """Make this write take the target's lock at open (`_lock`), waiting up to
+        `timeout`; or the error that says why it can't, before any I/O."""
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
         ):
@@ -281,6 +280,8 @@ class AtomicFile(Writer, Generic[_F]):
             )
         if _WINDOWS:
             raise NotImplementedError("lock=True needs flock(2), which Windows does not have")
+        self._locking = True
+        self._timeout = timeout
 
     # Per-write fields whose starting value is shared, as class attributes: each write sets
     # only those it changes (fewer attribute stores on the hot path of a small write).

@@ -219,14 +219,18 @@ class TargetLock:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None  # the write's own checks say what open() would (EISDIR, EINVAL)
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
-            # A write-only target: its old content can't be read, as open(..., "r") can't.
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), self.path)
         chunks = []
         offset = 0
-        size = max(st.st_size, 0) + 1  # one more byte: a file that grew is read to its end
+        size = st.st_size + 1  # one more byte: a file that grew is read to its end
         while True:
-            chunk = os.pread(fd, size, offset)
+            try:
+                chunk = os.pread(fd, size, offset)
+            except OSError as err:
+                if err.errno != errno.EBADF:
+                    raise
+                # Locked through a write-only descriptor: the target can't be read, as
+                # open(..., "r") could not read it.
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), self.path) from None
             if not chunk:
                 break
             chunks.append(chunk)

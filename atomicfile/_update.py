@@ -51,8 +51,7 @@ def _writer(
         # Object stores: the conditional cycle (read with its ETag, If-Match) comes with
         # their own update loop; until then, say so rather than update without a guard.
         raise NotImplementedError("atomic_update works on local files only for now")
-    af._check_lock(True, timeout)
-    af._locking, af._timeout = True, timeout
+    af._use_lock(timeout)
     return af
 
 

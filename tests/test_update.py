@@ -178,6 +178,8 @@ def test_bad_arguments_before_any_io(tmp_path: Path) -> None:
     target = tmp_path / "t"
     with pytest.raises(ValueError, match="pass lock=True too"):
         AtomicFile(target, timeout=1)
+    with pytest.raises(TypeError, match="lock must be True or False, not int"):
+        AtomicFile(target, lock=1)  # type: ignore[call-overload]
     for bad in (-1, float("nan"), True, "1"):
         with pytest.raises(ValueError, match="timeout must be None or seconds"):
             AtomicFile(target, lock=True, timeout=bad)  # type: ignore[arg-type]
@@ -284,6 +286,19 @@ def test_waiter_sees_the_holders_content(
     assert seen == ["first"]
     assert target.read_text() == "first+2"
     assert listing(tmp_path) == ["t"]
+
+
+def test_errors_are_the_writes_errors(form: Form, tmp_path: Path) -> None:
+    """An OSError met while taking the lock is the write's SessionFileError, as open()'s
+    would be, in the sync and the async form."""
+    missing = tmp_path / "no-such-dir" / "t"
+    with pytest.raises(FileNotFoundError) as caught:
+        form.write(missing, "x", lock=True, timeout=0)
+    assert isinstance(caught.value, SessionFileError) and caught.value.filename == str(missing)
+    with pytest.raises(FileNotFoundError) as caught:
+        update(form, missing, uncalled)
+    assert isinstance(caught.value, SessionFileError) and caught.value.filename == str(missing)
+    assert listing(tmp_path) == []
 
 
 def test_sigkilled_holder_releases(tmp_path: Path, holders: list[Holder]) -> None:
