@@ -329,6 +329,8 @@ class AtomicFile(Writer, Generic[_F]):
                     self.path,
                 )
             problem = temp.inspect()
+            if problem is None and self._lock is not None:
+                problem = self._lock.check(temp.target_stat)  # type: ignore[attr-defined]
             if log.debug:
                 fields: dict[str, Any] = {
                     "target_path": self.path,

@@ -94,7 +94,7 @@ if hasattr(os, "register_at_fork"):
 class TargetLock:
     """The lock of one target, named by `name` relative to the directory descriptor `dfd`."""
 
-    __slots__ = ("_dfd", "_follow", "_name", "fd", "link", "on_target", "path")
+    __slots__ = ("_dfd", "_follow", "_ident", "_name", "fd", "link", "on_target", "path")
 
     def __init__(self, dfd: int | None, name: str, path: str, follow: bool) -> None:
         self._dfd = dfd
@@ -108,6 +108,8 @@ class TargetLock:
         self.on_target = False
         #: Not following links, the name was a symlink (locked as "no target yet").
         self.link = False
+        #: (st_dev, st_ino) of the target locked.
+        self._ident: tuple[int, int] | None = None
 
     @property
     def held(self) -> bool:
@@ -152,7 +154,9 @@ class TargetLock:
                     continue  # look again: a target made before we had the directory
                 if not _flock(fd, block):
                     return False
-                if self._still_named(fd):
+                ident = self._still_named(fd)
+                if ident is not None:
+                    self._ident = ident
                     self._hold(fd, on_target=True)
                     fd = -1
                     return True
@@ -198,14 +202,25 @@ class TargetLock:
             # would break the promise silently. open() names the file, not its directory.
             raise OSError(err.errno, err.strerror, self.path) from None
 
-    def _still_named(self, fd: int) -> bool:
-        """The name still leads to the inode `fd` holds (nobody renamed over it)."""
+    def _still_named(self, fd: int) -> tuple[int, int] | None:
+        """The inode `fd` holds, if the name still leads to it (nobody renamed over it)."""
         try:
             now = os.stat(self._name, dir_fd=self._dfd, follow_symlinks=self._follow)
         except FileNotFoundError:
-            return False
+            return None
         held = os.fstat(fd)
-        return (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev)
+        ident = (held.st_dev, held.st_ino)
+        return ident if (now.st_dev, now.st_ino) == ident else None
+
+    def check(self, target: os.stat_result | None) -> OSError | None:
+        """The error if the file the write found (`target`, None: none) is not the one
+        locked. Only a writer without the lock can make them differ (replacing or creating
+        the file between our lock and our look, or swapping a symlink): going on would
+        replace a file that other locking writers may be using meanwhile."""
+        found = None if target is None else (target.st_dev, target.st_ino)
+        if found == (self._ident if self.on_target else None):
+            return None
+        return OSError(errno.EAGAIN, "The target changed while being locked", self.path)
 
     def read(self) -> bytes | None:
         """The locked target's content (None: there is no target). The descriptor is the
