@@ -30,7 +30,16 @@ Orderings (why there is no deadlock and no lost update):
    the rename (it reads the new content). Either way it reads what the last locker wrote.
 3. Two first writers: both find no target and queue on the directory. The second gets it
    after the first's rename, finds the target, and locks it: it reads the first's content
-   and replaces it (no FileExistsError).
+   and replaces it (no FileExistsError). First writers of different new files in one
+   directory take turns too: they share the directory's lock.
+4. The lock comes first, then the write looks at the target (`_local.LocalTemp.inspect`,
+   relative to the same directory descriptor) and must find the very file it locked (or
+   none, under the directory's lock); only a writer without the lock can make them differ,
+   and the write then fails with EAGAIN rather than replace a file it doesn't hold.
+
+Waiting: `timeout=None` blocks in flock (the kernel wakes the waiter at the release); a
+finite timeout polls with LOCK_NB, sleeping FIRST_PAUSE, doubling up to MAX_PAUSE, as a
+blocking flock can't be given a deadline; the async form polls on its loop (`_async`).
 
 What it does not cover: writers without the lock (advisory, as every flock), including a
 file created by one under a first locking writer; file systems without flock (NFS without
