@@ -9,8 +9,9 @@ atomically. What keeps two cycles from losing each other's change depends on the
   (directory fsync included) or the discard is over. `fn` runs once.
 - an object store (later, with no locks to take): "read with its version, fn, write on
   condition that the version is unchanged, and on a conflict read again and call fn again,
-  until timeout". That loop belongs to the store: `_cycle` is where it plugs in, choosing
-  by the store, and the callers here stay the same.
+  until timeout". That loop belongs to the store (which alone knows its versions and
+  conditions): it plugs in where `_writer` refuses a store today, as the store's own cycle
+  beside the local `_cycle`, and the two public functions stay as they are.
 """
 
 from __future__ import annotations
