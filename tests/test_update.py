@@ -25,7 +25,7 @@ import pytest
 import atomicfile
 from atomicfile import AtomicFile, SessionFileError, atomic_update, atomic_update_async
 
-from conftest import IS_ROOT, Form, listing
+from conftest import IS_ROOT, RUNTIMES, Form, listing
 
 CHILD = Path(__file__).with_name("_update_child.py")
 NOBODY = 65534
@@ -87,6 +87,12 @@ def hold(holders: list[Holder], path: Path, mode: str = "a") -> Holder:
     holder = Holder("hold", str(path), mode)
     holders.append(holder)
     return holder
+
+
+@pytest.fixture(params=RUNTIMES)
+def async_form(request: pytest.FixtureRequest) -> Form:
+    """The async form alone, on each runtime (for what only an event loop has)."""
+    return Form(request.param)
 
 
 def uncalled(old: Any) -> Any:
@@ -401,12 +407,10 @@ def test_threads_lose_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("exists", [True, False])
 def test_tasks_lose_nothing_and_the_loop_runs(
-    form: Form, tmp_path: Path, holders: list[Holder], exists: bool
+    async_form: Form, tmp_path: Path, holders: list[Holder], exists: bool
 ) -> None:
     """10 tasks x 10 updates (sync and async fn mixed), started while another process
     holds the lock: a heartbeat task keeps ticking while they all wait."""
-    if not form.is_async:
-        pytest.skip("the async forms")
     import anyio
 
     target = tmp_path / "counter"
@@ -442,7 +446,7 @@ def test_tasks_lose_nothing_and_the_loop_runs(
             done.set()
         assert beats >= 20
 
-    form.run(main)
+    async_form.run(main)
     assert target.read_text() == "200"
     assert listing(tmp_path) == ["counter"]
 
@@ -450,10 +454,8 @@ def test_tasks_lose_nothing_and_the_loop_runs(
 @pytest.mark.parametrize("how", ["lock=True", "atomic_update_async"])
 @pytest.mark.parametrize("exists", [True, False])
 def test_cancelled_while_waiting_holds_nothing(
-    form: Form, tmp_path: Path, holders: list[Holder], exists: bool, how: str
+    async_form: Form, tmp_path: Path, holders: list[Holder], exists: bool, how: str
 ) -> None:
-    if not form.is_async:
-        pytest.skip("the async forms")
     import anyio
 
     target = tmp_path / "t"
@@ -480,16 +482,14 @@ def test_cancelled_while_waiting_holds_nothing(
                 scope.cancel()
         assert scope.cancelled_caught
 
-    form.run(main)
+    async_form.run(main)
     holder.release()
     # Nothing held by the cancelled waiter: another writer gets the lock at once.
     assert atomic_update(target, lambda old: "after", timeout=0) == "after"
     assert listing(tmp_path) == ["t"]
 
 
-def test_async_fn_raising_changes_nothing(form: Form, tmp_path: Path) -> None:
-    if not form.is_async:
-        pytest.skip("the async forms")
+def test_async_fn_raising_changes_nothing(async_form: Form, tmp_path: Path) -> None:
     target = tmp_path / "t"
     target.write_text("old")
     error = FileNotFoundError(errno.ENOENT, "user's own")
@@ -498,11 +498,11 @@ def test_async_fn_raising_changes_nothing(form: Form, tmp_path: Path) -> None:
         raise error
 
     with pytest.raises(FileNotFoundError) as caught:
-        update(form, target, fn)
+        update(async_form, target, fn)
     assert caught.value is error
     assert target.read_text() == "old"
     assert listing(tmp_path) == ["t"]
-    assert update(form, target, lambda old: old + "!", timeout=0) == "old!"
+    assert update(async_form, target, lambda old: old + "!", timeout=0) == "old!"
 
 
 def test_async_wait_never_parks_a_thread(tmp_path: Path, holders: list[Holder]) -> None:
