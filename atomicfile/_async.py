@@ -300,46 +300,66 @@ async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
     runtime = current_runtime()  # the unsupported-runtime error comes before any I/O
     af._expect_new()  # fail fast, before a thread hop
     if af._locking:
-        await wait_for_lock(af, runtime)
+        file = await open_when_locked(af, runtime, af.__enter__)
+        return AsyncFile(file, af, runtime, keep_small_writes=True)
     try:
         file = await runtime.run(af.__enter__)
     except BaseException as err:
         if af._committable:  # the open completed, then the cancellation came
             await runtime.run_shielded(af.__exit__, type(err), err, err.__traceback__)
-        elif af._state == NEW:  # cancelled before the open ran: only the lock is held
-            af._drop_lock()
         raise
     return AsyncFile(file, af, runtime, keep_small_writes=True)
 
 
-async def wait_for_lock(af: AtomicFile[Any], runtime: Runtime) -> None:
-    """The async wait of `lock=True`, before `open()`: one non-blocking attempt per thread
-    job and the runtime's own sleep between them, so no thread ever blocks in a flock (the
-    loop's default executor, which `asyncio.run()` joins at exit, stays free) and the loop
-    runs other tasks meanwhile. Returns with the lock held, or with the time up (then
-    `open()` tries once more and raises the `TimeoutError`). A cancellation leaves nothing
-    held."""
+async def open_when_locked(af: AtomicFile[Any], runtime: Runtime, job: Callable[[], _T]) -> _T:
+    """The async wait of `lock=True`: return `job()` (which opens `af`), run in the same
+    thread job as the attempt at the lock that succeeded.
+
+    Each attempt is one non-blocking try in a worker thread, with the runtime's own sleep
+    between them, so no thread ever blocks in a flock (the loop's default executor, which
+    `asyncio.run()` joins at exit, stays free) and the loop runs other tasks meanwhile.
+    When the time is up, `job()` runs anyway: its `open()` looks once more and raises the
+    `TimeoutError`, as the sync form does (and so for an error met while locking). A
+    cancellation leaves nothing held, and undoes an open that completed meanwhile.
+    """
     from ._lock import FIRST_PAUSE, MAX_PAUSE
 
     timeout = af._timeout
     deadline = None if timeout is None else time.monotonic() + timeout
     pause = FIRST_PAUSE
+    time_up = False
+
+    def attempt() -> Any:
+        try:
+            had = af._take_lock(0)
+        except OSError:
+            had = True  # open() meets the error again and fails the write with it
+        if not (had or time_up):
+            return _BUSY
+        af._lock_waited = True  # open() only looks once more
+        return job()
+
     try:
         while True:
-            try:
-                if await runtime.run(af._take_lock, 0):
-                    break
-            except OSError:
-                break  # open() meets it again, and fails the write as the sync form does
+            result = await runtime.run(attempt)
+            if result is not _BUSY:
+                return result  # type: ignore[no-any-return]
             left = pause if deadline is None else deadline - time.monotonic()
             if left <= 0:
-                break
+                time_up = True
+                continue
             await runtime.sleep(min(pause, left))
             pause = min(pause * 2, MAX_PAUSE)
-    except BaseException:
-        af._drop_lock()
+    except BaseException as err:
+        if af._committable:  # the open completed, then the cancellation came
+            await runtime.run_shielded(af.__exit__, type(err), err, err.__traceback__)
+        elif af._state == NEW:  # cancelled between attempts: at most the lock is held
+            af._drop_lock()
         raise
-    af._lock_waited = True  # open() only looks once more
+
+
+#: What an attempt at the lock returns when another writer holds it.
+_BUSY: Any = object()
 
 
 def _finish(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 
 from ._core import AtomicFile
-from ._txn import NEW
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -216,19 +215,13 @@ async def atomic_update_async(
     """
     from inspect import isawaitable
 
-    from ._async import current_runtime, run, wait_for_lock
+    from ._async import current_runtime, open_when_locked, run
 
     runtime = current_runtime()
     af = _writer(file, binary, encoding, errors, newline, timeout, options)
-    await wait_for_lock(af, runtime)
-    try:
-        opened, old = await runtime.run(_open_and_read, af, binary, encoding, errors, newline)
-    except BaseException:
-        if af._committable:  # it opened, then the cancellation came
-            await runtime.run_shielded(af.discard)
-        elif af._state == NEW:
-            af._drop_lock()  # cancelled before the open ran: only the lock is held
-        raise
+    opened, old = await open_when_locked(
+        af, runtime, lambda: _open_and_read(af, binary, encoding, errors, newline)
+    )
     try:
         new = fn(old)
         if isawaitable(new):
