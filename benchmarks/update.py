@@ -2,7 +2,8 @@
 
 1. Uncontended: `atomic_update` of a 1 KiB file against `atomic_write` of the same bytes
    (target: >= 0.9x; the lock costs an open, a flock, an fstat and a stat, plus the read).
-   Durable, and `durable=False` for information (no fsync to hide the lock's cost).
+   Durable, and `durable=False` for information (no fsync to hide the lock's cost); and
+   `atomic_update_async` against `atomic_write_async` (asyncio), for information.
 2. Contended: 8 processes incrementing one counter, updates per second, against a
    `filelock.FileLock` (a `.lock` file beside the target) around a read and an
    `atomic_write` (target: >= 1.0x), and whether a lock file is left behind.
@@ -66,7 +67,49 @@ def uncontended(root: str, n: int, rounds: int) -> list[Row]:
                 spread=ratio_range(times, "atomic_write", "atomic_update"),
             )
         )
+    rows.append(uncontended_async(root, n, rounds))
     return rows
+
+
+def uncontended_async(root: str, n: int, rounds: int) -> Row:
+    """The async forms on one asyncio loop (kept across blocks): two thread jobs for an
+    update (lock + open + read, then write + commit) against one for a write."""
+    import asyncio
+
+    from atomicfile import atomic_update_async, atomic_write_async
+
+    path = os.path.join(root, "one-async")
+    atomic_write(path, DATA)
+    loop = asyncio.new_event_loop()
+
+    async def writes(count: int) -> None:
+        for _ in range(count):
+            await atomic_write_async(path, DATA)
+
+    async def updates(count: int) -> None:
+        for _ in range(count):
+            await atomic_update_async(path, lambda old: DATA, binary=True)
+
+    benches = {
+        "write": Ops(lambda a, b: loop.run_until_complete(writes(b - a))),
+        "update": Ops(lambda a, b: loop.run_until_complete(updates(b - a))),
+    }
+    try:
+        times = interleave_ops(benches, n, rounds)
+    finally:
+        loop.close()
+    ratio = paired_ratio(times, "write", "update")
+    return Row(
+        "update",
+        "20.1c",
+        f"{n} uncontended atomic_update_async of 1 KiB (durable) vs atomic_write_async",
+        f"{med(times['update']) / n * 1e6:.0f} us/op",
+        f"{med(times['write']) / n * 1e6:.0f} us/op",
+        ratio,
+        "-",
+        "info",
+        spread=ratio_range(times, "write", "update"),
+    )
 
 
 # -- contended: 8 worker processes, started together through a pipe ---------------------
