@@ -346,11 +346,14 @@ def test_failed_open_releases(tmp_path: Path) -> None:
     assert listing(tmp_path / "d") == ["f"]
 
 
-def test_forked_child_does_not_keep_the_lock(tmp_path: Path) -> None:
+@pytest.mark.parametrize("durable", [True, False])
+def test_forked_child_does_not_keep_the_lock(tmp_path: Path, durable: bool) -> None:
+    """Neither the lock nor the temp's own flock (which the new target carries after the
+    rename) stays held by a forked child's copies of the descriptors."""
     target = tmp_path / "t"
     target.write_text("1")
     read_end, write_end = os.pipe()
-    with AtomicFile(target, "r+", lock=True) as f:
+    with AtomicFile(target, "r+", lock=True, durable=durable) as f:
         pid = os.fork()
         if pid == 0:  # the child: outlive the parent's write, then leave
             os.close(write_end)
