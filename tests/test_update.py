@@ -307,6 +307,35 @@ def test_errors_are_the_writes_errors(form: Form, tmp_path: Path) -> None:
     assert listing(tmp_path) == []
 
 
+def test_not_reentrant(tmp_path: Path) -> None:
+    """Taking the lock again inside one's own lock=True block waits for oneself: a
+    timeout turns that into a TimeoutError (the README says so)."""
+    target = tmp_path / "t"
+    target.write_text("1")
+    with AtomicFile(target, "r+", lock=True) as f:
+        with pytest.raises(TimeoutError):
+            atomic_update(target, uncalled, timeout=0)
+        f.write("2")
+    assert target.read_text() == "2"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_timeout_is_logged_as_a_failed_write(
+    tmp_path: Path, holders: list[Holder], caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "t"
+    target.write_text("old")
+    holder = hold(holders, target)
+    with caplog.at_level("DEBUG", logger="atomicfile"), pytest.raises(TimeoutError):
+        atomic_update(target, uncalled, timeout=0)
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.name == "atomicfile" and record.getMessage() == "Atomic write failed"
+    assert record.target_path == str(target)  # type: ignore[attr-defined]
+    assert record.error_code == "ETIMEDOUT"  # type: ignore[attr-defined]
+    assert record.operation == "atomic_write"  # type: ignore[attr-defined]
+    holder.release()
+
+
 def test_sigkilled_holder_releases(tmp_path: Path, holders: list[Holder]) -> None:
     target = tmp_path / "t"
     target.write_text("5")
