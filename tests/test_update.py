@@ -133,6 +133,18 @@ def test_update_binary_and_text_options(tmp_path: Path) -> None:
     assert listing(tmp_path) == ["t"]
 
 
+def test_undecodable_old_content_changes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(UnicodeDecodeError):
+        atomic_update(target, uncalled, encoding="utf-8")
+    assert target.read_bytes() == b"\xff\xfe\xfa"
+    assert listing(tmp_path) == ["t"]
+    new = atomic_update(target, lambda old: "ok" if old == "\ufffd" * 3 else "?",
+                        encoding="utf-8", errors="replace", timeout=0)  # fmt: skip
+    assert new == "ok" and target.read_text() == "ok"
+
+
 def test_update_keeps_permissions_and_takes_options(tmp_path: Path) -> None:
     target = tmp_path / "t"
     target.write_text("1")
