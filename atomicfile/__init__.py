@@ -11,6 +11,7 @@ from ._core import AtomicFile, atomic_write
 from ._errors import SessionFileError
 from ._move import atomic_move, atomic_move_async
 from ._symlink import atomic_symlink, atomic_symlink_async
+from ._update import atomic_update
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from ._batch import AtomicBatch
     from ._clean import clean_stale_temps
     from ._directory import AtomicDirectory
+    from ._update import atomic_update_async
 
 __version__ = "0.2.0"
 __all__ = [
@@ -31,14 +33,16 @@ __all__ = [
     "atomic_move_async",
     "atomic_symlink",
     "atomic_symlink_async",
+    "atomic_update",
+    "atomic_update_async",
     "atomic_write",
     "atomic_write_async",
     "clean_stale_temps",
 ]
 
 for _obj in (
-    AtomicFile, SessionFileError, atomic_write, atomic_move, atomic_move_async, atomic_symlink,
-    atomic_symlink_async,
+    AtomicFile, SessionFileError, atomic_update, atomic_write, atomic_move, atomic_move_async,
+    atomic_symlink, atomic_symlink_async,
 ):  # fmt: skip
     _obj.__module__ = __name__
 del _obj
@@ -48,6 +52,7 @@ del _obj
 _LAZY = {
     "AsyncFile": "_async",
     "atomic_write_async": "_async",
+    "atomic_update_async": "_update",
     "clean_stale_temps": "_clean",
     "AtomicBatch": "_batch",
     "AtomicDirectory": "_directory",

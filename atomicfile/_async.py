@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import IO, TYPE_CHECKING, Any, AnyStr, Generic, TypeVar, overload
 
 from ._core import AtomicFile, atomic_write
+from ._txn import NEW
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 
         async def checkpoint(self, cause: BaseException | None = None) -> None:
             """Raise a pending cancellation (chained to `cause`), else return."""
+
+        async def sleep(self, seconds: float) -> None:
+            """Pause the calling task (a cancellation point)."""
 
         def is_cancellation(self, exc: BaseException) -> bool: ...
 
@@ -294,6 +299,9 @@ async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
     """`async with` entry: open in a thread; if cancelled meanwhile, undo the open."""
     runtime = current_runtime()  # the unsupported-runtime error comes before any I/O
     af._expect_new()  # fail fast, before a thread hop
+    if af._locking:
+        file = await open_when_locked(af, runtime, af.__enter__)
+        return AsyncFile(file, af, runtime, keep_small_writes=True)
     try:
         file = await runtime.run(af.__enter__)
     except BaseException as err:
@@ -301,6 +309,57 @@ async def enter(af: AtomicFile[Any]) -> AsyncFile[Any]:
             await runtime.run_shielded(af.__exit__, type(err), err, err.__traceback__)
         raise
     return AsyncFile(file, af, runtime, keep_small_writes=True)
+
+
+async def open_when_locked(af: AtomicFile[Any], runtime: Runtime, job: Callable[[], _T]) -> _T:
+    """The async wait of `lock=True`: return `job()` (which opens `af`), run in the same
+    thread job as the attempt at the lock that succeeded.
+
+    Each attempt is one non-blocking try in a worker thread, with the runtime's own sleep
+    between them, so no thread ever blocks in a flock (the loop's default executor, which
+    `asyncio.run()` joins at exit, stays free) and the loop runs other tasks meanwhile.
+    When the time is up, `job()` runs anyway: its `open()` looks once more and raises the
+    `TimeoutError`, as the sync form does (and so for an error met while locking). A
+    cancellation leaves nothing held, and undoes an open that completed meanwhile.
+    """
+    from ._lock import FIRST_PAUSE, MAX_PAUSE
+
+    timeout = af._timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = FIRST_PAUSE
+    time_up = False
+
+    def attempt() -> Any:
+        try:
+            had = af._take_lock(0)
+        except OSError:
+            had = True  # open() meets the error again and fails the write with it
+        if not (had or time_up):
+            return _BUSY
+        af._lock_waited = True  # open() only looks once more
+        return job()
+
+    try:
+        while True:
+            result = await runtime.run(attempt)
+            if result is not _BUSY:
+                return result  # type: ignore[no-any-return]
+            left = pause if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                time_up = True
+                continue
+            await runtime.sleep(min(pause, left))
+            pause = min(pause * 2, MAX_PAUSE)
+    except BaseException as err:
+        if af._committable:  # the open completed, then the cancellation came
+            await runtime.run_shielded(af.__exit__, type(err), err, err.__traceback__)
+        elif af._state == NEW:  # cancelled between attempts: at most the lock is held
+            af._drop_lock()
+        raise
+
+
+#: What an attempt at the lock returns when another writer holds it.
+_BUSY: Any = object()
 
 
 def _finish(

@@ -6,6 +6,7 @@ form in `_async` runs these same steps in a worker thread.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from . import _log, _permissions
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
     from ._async import AsyncFile
     from ._batch import SharedDirs
+    from ._lock import TargetLock
     from ._log import AnyLogger
     from ._options import Options
     from ._permissions import Permissions
@@ -94,7 +96,11 @@ class AtomicFile(Writer, Generic[_F]):
 
     Keyword options: `permissions` (None keeps an existing file's bits, an int mode, or a hook
     `(target, current_stat) -> int`), `logger`, `durable` (fsync the file and its directory;
-    default True), `follow_symlinks` (replace what a symlink points to; default True).
+    default True), `follow_symlinks` (replace what a symlink points to; default True),
+    `lock` (True: wait for the other `lock=True` writers and `atomic_update` calls of this
+    target, in any thread, task or process, and keep them waiting until this write ends; so
+    an 'a' or 'r+' copy is never stale), `timeout` (seconds to wait for that lock: None waits
+    as long as it takes, 0 tries once; then `TimeoutError`, nothing written). See `_lock`.
 
     Object stores: a URL such as `"s3://bucket/key"` (with `storage_options`, as
     `fsspec.open` takes them), a `UPath`, or a path with `fs=` an fsspec file system
@@ -196,6 +202,8 @@ class AtomicFile(Writer, Generic[_F]):
         follow_symlinks: bool = True,
         fs: Any = None,
         storage_options: dict[str, Any] | None = None,
+        lock: bool = False,
+        timeout: float | None = None,
     ) -> None:
         self._mode = parsed = parse_mode(mode)
         if not isinstance(buffering, int) or isinstance(buffering, bool):
@@ -245,6 +253,27 @@ class AtomicFile(Writer, Generic[_F]):
         self._follow = bool(follow_symlinks)
         self._file: IO[Any] | None = None
         self._temp: Temp | None = None
+        if lock is not False or timeout is not None:
+            if not isinstance(lock, bool):
+                raise TypeError(f"lock must be True or False, not {type(lock).__name__}")
+            if not lock:
+                raise ValueError("timeout= is how long lock=True waits: pass lock=True too")
+            self._use_lock(timeout)
+
+    def _use_lock(self, timeout: float | None) -> None:
+        """Make this write take the target's lock at open (`_lock`), waiting up to
+        `timeout`; or the error that says why it can't, before any I/O."""
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+        ):
+            raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+        if not self.store.lockable:
+            raise ValueError(
+                "lock=True works on local files on POSIX only (it is a flock(2)): object "
+                "stores have no locks; use atomic_update(), which makes the write conditional"
+            )
+        self._locking = True
+        self._timeout = timeout
 
     # Per-write fields whose starting value is shared, as class attributes: each write sets
     # only those it changes (fewer attribute stores on the hot path of a small write).
@@ -254,6 +283,12 @@ class AtomicFile(Writer, Generic[_F]):
     _leftover = False
     #: The file's position when open() returned it ('a': the end of the copy).
     _opened_at = 0
+    #: lock=True: the write takes the target's lock (`_lock`) at open, waiting `_timeout`.
+    _locking = False
+    _timeout: float | None = None
+    _lock: TargetLock | None = None
+    #: The async form waited for the lock already (between sleeps on its loop).
+    _lock_waited = False
     #: perf_counter() readings for the DEBUG events' durations, taken only when DEBUG is on.
     _start = 0.0
     _renamed_at = 0.0
@@ -278,12 +313,18 @@ class AtomicFile(Writer, Generic[_F]):
         `AtomicFile`: its `commit()` publishes what the file holds.
         """
         self._begin()
-        self._log = log = _log.EventLog(self._logger)
-        if log.debug:  # only the DEBUG events report durations
-            self._start = _log.now()
-        self._temp = temp = self.store.temp(self.path, self._mode, self._follow, log, self._dirs)
+        temp = self._temp or self._new_temp()  # made by the async form's lock wait
+        log = self._log
         try:
+            if self._locking and not self._take_lock(0 if self._lock_waited else self._timeout):
+                raise TimeoutError(
+                    errno.ETIMEDOUT,
+                    f"No lock within {self._timeout} s: another writer holds the target",
+                    self.path,
+                )
             problem = temp.inspect()
+            if problem is None and self._lock is not None:
+                problem = self._lock.check(temp.target_stat)  # type: ignore[attr-defined]
             if log.debug:
                 fields: dict[str, Any] = {
                     "target_path": self.path,
@@ -305,6 +346,49 @@ class AtomicFile(Writer, Generic[_F]):
                 raise self._error(exc, temp.step) from exc
             raise
         return file  # type: ignore[return-value]
+
+    def _new_temp(self) -> Temp:
+        """This write's event log and its store's temp (nothing on disk yet)."""
+        self._log = log = _log.EventLog(self._logger)
+        if log.debug:  # only the DEBUG events report durations
+            self._start = _log.now()
+        self._temp = temp = self.store.temp(self.path, self._mode, self._follow, log, self._dirs)
+        return temp
+
+    def _take_lock(self, timeout: float | None) -> bool:
+        """Take the target's lock (`_lock`), relative to the directory the write binds;
+        False when not had within `timeout` (nothing held then). The async form calls it
+        with 0 before `open()`, between sleeps on its loop."""
+        temp = self._temp or self._new_temp()
+        assert isinstance(temp, LocalTemp)  # lock=True is refused for other stores
+        temp.step = "lock"
+        lock = self._lock
+        if lock is None:
+            from ._lock import TargetLock
+
+            dfd, name = temp.lock_target()
+            self._lock = lock = TargetLock(dfd, name, self.path, self._follow)
+        if not lock.acquire(timeout):
+            return False  # step stays "lock", for the TimeoutError
+        temp.step = "open"
+        return True
+
+    def _drop_lock(self) -> None:
+        """The async lock wait was cancelled before `open()`: release all, write nothing."""
+        self._state = DISCARDED
+        self._unlock()
+        if self._temp is not None:
+            self._temp.release()
+
+    def _unlock(self) -> None:
+        lock = self._lock
+        if lock is not None:
+            lock.release()
+
+    def _old_content(self) -> bytes | None:
+        """The target's content as the lock holds it (None: no target), for atomic_update."""
+        assert self._lock is not None
+        return self._lock.read()
 
     def commit(self) -> None:
         """Publish the written content: flush, set permissions, fsync, rename, fsync the
@@ -369,7 +453,14 @@ class AtomicFile(Writer, Generic[_F]):
         log = self._log
         temp = self._temp
         assert temp is not None
+        lock = self._lock
         try:
+            if lock is not None:
+                # The old inode's lock protects nothing now: the name leads to the temp,
+                # whose sweep lock (a flock too) we hold until the end, so the next writer
+                # waits there, until the directory fsync is done. Closing the old inode
+                # now lets the file system free it in the commit the fsync waits for.
+                lock.release()
             if self._leftover:
                 self._log_removal(temp.remove())
             if log.debug:
@@ -390,7 +481,10 @@ class AtomicFile(Writer, Generic[_F]):
                 if not synced:
                     self._warn_dir_sync()
         finally:
-            temp.release()  # the temp's fd (its sweep lock) and the directory's
+            if lock is not None:
+                lock.release()  # if the try failed before the release above
+                temp.drop_sweep_lock()  # type: ignore[attr-defined]  # lock=True: local
+            temp.release()  # the temp's fd (its sweep lock: the next writer may go now)
         if log.debug:
             log.emit(_log.DEBUG, _log.COMPLETED, {
                 "target_path": self.path,
@@ -404,6 +498,7 @@ class AtomicFile(Writer, Generic[_F]):
         self._file = None
         if self._temp is not None:
             self._temp.release()
+        self._unlock()
 
     # -- context managers: `with` and discard() are the base's (`_txn.Writer`) ----------
 
@@ -450,6 +545,8 @@ class AtomicFile(Writer, Generic[_F]):
                 pass
         if self._temp is not None:
             self._temp.forget()
+        if self._lock is not None:
+            self._lock.forget()
 
     def _abandoned(self) -> tuple[str, type[Warning]]:
         """A file still open and never written when its AtomicFile is collected: most
@@ -508,6 +605,8 @@ class AtomicFile(Writer, Generic[_F]):
             except Exception:
                 pass  # the same error the write already reported (ENOSPC...)
         temp.release()
+        if self._lock is not None:
+            self._lock.release()
         return removal
 
     def _log_removal(self, removal: bool | OSError) -> None:

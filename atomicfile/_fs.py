@@ -80,6 +80,16 @@ def try_lock(fd: int) -> bool | None:
     return True
 
 
+def unlock(fd: int) -> None:
+    """Drop this descriptor's flock, ignoring errors: before a close where a forked child's
+    copy of the descriptor would otherwise keep holding it."""
+    if not WINDOWS:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
+
+
 def close_quietly(*fds: int) -> None:
     """Close each descriptor that is open (>= 0), ignoring errors: for release paths, where
     the data was already made durable or the write already failed."""

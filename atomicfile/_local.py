@@ -131,11 +131,12 @@ class LocalTemp:
                     problem = err
         else:
             try:
-                try:
-                    self._bind(self._dir)
-                except OSError as err:
-                    # open() names the file it was asked for, not its directory.
-                    raise OSError(err.errno, err.strerror, path) from None
+                if self._dfd < 0:  # else bound already, by `lock_target()`
+                    try:
+                        self._bind(self._dir)
+                    except OSError as err:
+                        # open() names the file it was asked for, not its directory.
+                        raise OSError(err.errno, err.strerror, path) from None
                 st = self._lstat()
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     st = self._through_link(st)
@@ -144,6 +145,17 @@ class LocalTemp:
                 problem = err
         self._new_name()
         return problem
+
+    def lock_target(self) -> tuple[int, str]:
+        """Bind the target's directory now, before `inspect()`, and return it with the
+        target's name in it: what the lock of `lock=True` is taken relative to (`_lock`).
+        `inspect()` then works in that same directory: the name is resolved once."""
+        if self._dfd < 0:
+            try:
+                self._bind(self._dir)
+            except OSError as err:
+                raise OSError(err.errno, err.strerror, self.path) from None
+        return self._dfd, self._base
 
     def _bind(self, directory: str) -> None:
         """Open `directory` as the one all later names are relative to."""
@@ -583,6 +595,13 @@ class LocalTemp:
         except OSError as exc:
             return exc
         return True
+
+    def drop_sweep_lock(self) -> None:
+        """After the rename the temp is the target, and its sweep lock is a lock on the new
+        target: drop it before closing, or a forked child's copy of the descriptor keeps
+        every `lock=True` writer of the target waiting (`_lock`). Only that path calls it."""
+        if self._fd >= 0:
+            _fs.unlock(self._fd)
 
     def _close_fd(self) -> None:
         fd, self._fd = self._fd, -1

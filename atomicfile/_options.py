@@ -26,10 +26,21 @@ class TargetOptions(TypedDict, total=False):
     storage_options: dict[str, Any] | None
 
 
-class Options(TargetOptions, total=False):
-    """Every keyword option of `AtomicFile`, `atomic_write` and their async forms."""
+class WriteOptions(TargetOptions, total=False):
+    """The options of one write: `atomic_update` takes these (it always locks, and has
+    its own `timeout`)."""
 
     #: Where the write's events go (default: `logging.getLogger("atomicfile")`).
     logger: AnyLogger | None
     #: fsync the file and its directory (default True).
     durable: bool
+
+
+class Options(WriteOptions, total=False):
+    """Every keyword option of `AtomicFile`, `atomic_write` and their async forms."""
+
+    #: Take the target's lock at open and hold it until the write ends: writers with the
+    #: lock (and `atomic_update`) run one after the other. Local files only.
+    lock: bool
+    #: Seconds `lock=True` waits (None: as long as it takes; 0: one try), then TimeoutError.
+    timeout: float | None

@@ -82,6 +82,8 @@ class Target:
     __slots__ = ("fs", "key", "kind", "url")
     #: An upload commits alone: no shared durability point with local temps.
     batchable = False
+    #: No locks on an object: its writes are conditional instead (If-Match).
+    lockable = False
 
     def __init__(self, fs: Any, key: str, kind: str, url: str) -> None:
         self.fs = fs

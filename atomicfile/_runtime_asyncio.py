@@ -39,6 +39,10 @@ async def run(func: Callable[..., _T], *args: Any) -> _T:
 run_shielded = run
 
 
+#: Pause the calling task; the loop runs others meanwhile.
+sleep = asyncio.sleep
+
+
 async def checkpoint(cause: BaseException | None = None) -> None:
     """Nothing to do: asyncio raised a pending cancellation at the await in `run`."""
 

@@ -40,6 +40,10 @@ async def run_shielded(func: Callable[..., _T], *args: Any) -> _T:
     return result
 
 
+#: Pause the calling task; the loop runs others meanwhile.
+sleep = trio.sleep
+
+
 async def checkpoint(cause: BaseException | None = None) -> None:
     """Raise a pending cancellation now (chained to `cause`); otherwise return at once."""
     if cause is None:

@@ -5,6 +5,8 @@ A store makes the temps of its targets (`temp()`) and says what it can do:
 
 - `batchable`: its temps can wait for one durability point together (`AtomicBatch`'s one
   `syncfs`) and share directory descriptors; an object store's upload commits alone.
+- `lockable`: a write can hold a lock on the target (`lock=True`); object stores make the
+  final write conditional instead.
 
 A temp (`Temp` below) does the work of one write that differs between stores; the state
 machine (`_txn.Writer`), the log events and the error wrapping are written once, in the
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
         """Where targets live: makes their temps, says what it can do."""
 
         batchable: bool
+        lockable: bool
 
         def temp(
             self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None
@@ -81,6 +84,8 @@ class LocalStore:
 
     __slots__ = ()
     batchable = True
+    #: `lock=True` and `atomic_update` take a flock(2) on the target: POSIX only.
+    lockable = sys.platform != "win32"
 
     def temp(self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None) -> Temp:
         return LocalTemp(path, mode, follow, log, dirs)

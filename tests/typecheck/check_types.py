@@ -18,6 +18,8 @@ from atomicfile import (
     AsyncFile,
     AtomicFile,
     SessionFileError,
+    atomic_update,
+    atomic_update_async,
     atomic_write,
     atomic_write_async,
 )
@@ -286,3 +288,27 @@ async def batch_async(p: str) -> None:
         await batch.aopen(p, "w", durable=True)  # type: ignore[call-overload]
         await batch.awrite(p, b"x", storage_options="anon")  # type: ignore[arg-type]
         await batch.awrite(p, b"x", durable=True)  # type: ignore[call-arg]
+
+
+def update(p: str) -> None:
+    assert_type(atomic_update(p, lambda old: str(int(old or "0") + 1)), str)
+    assert_type(atomic_update(p, lambda old: (old or b"") + b"!", binary=True), bytes)
+    assert_type(atomic_update(Path(p), lambda old: "", encoding="utf-8", timeout=0.5), str)
+    atomic_update(p, lambda old: old + "x")  # type: ignore[operator]  # old may be None
+    atomic_update(p, lambda old: b"x")  # type: ignore[arg-type, return-value]
+    atomic_update(p, lambda old: "", binary=True, encoding="utf-8")  # type: ignore[call-overload]
+    atomic_update(p, lambda old: "", lock=True)  # type: ignore[call-overload]
+    with AtomicFile(p, "r+", lock=True, timeout=1.5) as f:
+        assert_type(f, io.TextIOWrapper)
+    AtomicFile(p, lock=True, timeout="1")  # type: ignore[call-overload]
+
+
+async def update_async(p: str) -> None:
+    async def bump(old: str | None) -> str:
+        return str(int(old or "0") + 1)
+
+    assert_type(await atomic_update_async(p, bump), str)
+    assert_type(await atomic_update_async(p, lambda old: old or ""), str)
+    assert_type(await atomic_update_async(p, lambda old: old or b"", binary=True), bytes)
+    async with AtomicFile(p, "wb", lock=True) as f:
+        assert_type(f, AsyncFile[bytes])
