@@ -637,7 +637,7 @@ def test_cli_without_the_extra_says_so_in_one_line(args: list[str]) -> None:
     done = subprocess.run([sys.executable, "-S", "-m", "atomicfile", *args], input=b"new",
                           capture_output=True, timeout=60)  # fmt: skip
     assert done.returncode == 1
-    assert "pip install 'atomicfile[s3]'" in one_line(done.stderr)
+    assert "pip install 'pyatomicfile[s3]'" in one_line(done.stderr)
 
 
 # -- options, stores, imports ------------------------------------------------------------------
