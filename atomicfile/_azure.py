@@ -4,7 +4,7 @@ write (see `_object`).
 - A write that outgrows one part stages each full part as a block (Put Block), under
   block ids of its own; only Put Block List, at the commit, makes them the blob. Staged
   blocks are never visible: readers see the old blob (or none) until then.
-- A smaller write is one Put Blob at the commit.
+- A smaller write is one Put Blob at the commit (above 1 MiB: one block and its commit).
 - The condition travels as `If-None-Match: *` ('x', or an 'a' of an absent blob) or
   `If-Match: <the ETag the 'a'/'r+' copy was read from>`, on the committing request.
 - An exception, `discard()` or GC sends nothing: Azure has no call that drops uncommitted
@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from ._permissions import Permissions
 
 EXTRA = "pip install 'pyatomicfile[azure]'"
+#: The largest content sent as one Put Blob: the SDK hands a Put Blob's body to aiohttp as
+#: bytes, and aiohttp warns (ResourceWarning) above 1 MiB that it may block its loop;
+#: larger content is one staged block (a stream) and its commit.
+SINGLE_PUT = 2**20
 
 
 def resolve(
@@ -161,7 +165,7 @@ class Client:
     def part(self, data: bytes) -> None:
         # Every block id of a blob has one length: 32 hex digits and a 6-digit counter.
         block = base64.b64encode(f"{self.prefix}{len(self.blocks):06d}".encode()).decode()
-        self.call("stage_block", block, data, length=len(data))
+        self.call("stage_block", block, _object.Body(data), length=len(data))
         self.blocks.append(block)
 
     def finish(self, data: bytes, condition: str | None) -> None:
@@ -175,6 +179,10 @@ class Client:
         self.blocks = []
 
     def put(self, data: bytes, condition: str | None) -> None:
+        if len(data) > SINGLE_PUT:
+            self.start(condition)  # one block and its commit: see SINGLE_PUT
+            self.finish(data, condition)
+            return
         self.call("upload_blob", data, length=len(data), overwrite=True, condition=condition,
                   **self._precondition(condition))  # fmt: skip
 

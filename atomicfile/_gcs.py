@@ -150,7 +150,7 @@ class Client:
         while True:
             span = f"{self.offset}-{self.offset + len(view) - 1}" if view else "*"
             headers, _ = self.call(
-                "PUT", self.session, data=bytes(view), condition=condition,
+                "PUT", self.session, data=_object.Body(view), condition=condition,
                 headers={"Content-Range": f"bytes {span}/{total}", "Content-Type": _TYPE},
             )  # fmt: skip
             if total != "*":
@@ -184,7 +184,7 @@ class Client:
         body = b"".join((head.encode(), data, f"\r\n--{_BOUNDARY}--".encode()))
         self.call(
             "POST", f"{self.fs._location}/upload/storage/v1/b/{{}}/o", self.bucket,
-            uploadType="multipart", data=body, condition=condition,
+            uploadType="multipart", data=_object.Body(body), condition=condition,
             headers={"Content-Type": f'multipart/related; boundary="{_BOUNDARY}"'},
             **self._precondition(condition),
         )  # fmt: skip

@@ -140,6 +140,14 @@ def errno_in_chain(exc: BaseException) -> int:
     return errno.EIO
 
 
+class Body(io.BytesIO):
+    """A request body: aiohttp streams it (it warns that raw bytes over 1 MiB may block its
+    loop), and a retry can send it again (`close()` leaves it readable)."""
+
+    def close(self) -> None:
+        pass
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:

