@@ -48,8 +48,8 @@ def resolve(
     durable: bool,
     follow_symlinks: bool,
 ) -> _object.Store:
+    _object.refuse_local_options(str(file), permissions, durable, follow_symlinks)
     fs, key, url = _object.file_system(file, fs, storage_options, EXTRA)
-    _object.refuse_local_options(url, permissions, durable, follow_symlinks)
     container, name, _ = fs.split_path(key)
     return _object.Store(lambda: Client(fs, container, name, url), url)
 

@@ -252,10 +252,12 @@ def test_missing_bucket(endpoint: str, form: Any) -> None:
         assert info.value.filename == url
 
 
+@pytest.mark.timeout(300)
 def test_server_killed_mid_upload() -> None:
     """The writer reaches the server (and its session URIs) through a relay; SIGKILL the
-    relay between two chunks: the write fails with the connection's errno, after gcsfs's
-    own retries (about 30 s), and the old object is untouched behind it."""
+    relay between two chunks: the write fails with the connection's errno and the old
+    object is untouched behind it. gcsfs retries a dropped connection 5 times over about
+    30 s, and has no option for fewer: the failed chunk and then the cancel take a minute."""
     port = free_port()
     proxy, via = relay(port)
     try:
