@@ -91,13 +91,23 @@ class Client:
         self.session: str | None = None  # the resumable session's URI
         self.offset = 0  # bytes the session holds
 
-    def call(self, *args: Any, condition: str | None = None, **kwargs: Any) -> Any:
+    def call(
+        self, *args: Any, condition: str | None = None, session: str | None = None, **kwargs: Any
+    ) -> Any:
+        """gcsfs's request; its error as a builtin `OSError`. `session`: the session URI
+        the request goes to, kept out of the error (gcsfs names it in its own)."""
         try:
             return self.fs.call(*args, **kwargs)
         except Exception as exc:
             if not _is_store_error(exc):
                 raise  # a bug or a bad option (TypeError...): not the store's answer
-            raise store_error(exc, self.url, condition) from exc
+            err = store_error(exc, self.url, condition)
+            if session is None:
+                raise err from exc
+        # The session URI is a bearer capability: neither in the message nor in a cause.
+        err.strerror = str(err.strerror).replace(session, "(the upload session)")
+        err.__cause__ = None
+        raise err
 
     @staticmethod
     def _precondition(condition: str | None) -> dict[str, str]:
@@ -151,6 +161,7 @@ class Client:
             span = f"{self.offset}-{self.offset + len(view) - 1}" if view else "*"
             headers, _ = self.call(
                 "PUT", self.session, data=_object.Body(view), condition=condition,
+                session=self.session,
                 headers={"Content-Range": f"bytes {span}/{total}", "Content-Type": _TYPE},
             )  # fmt: skip
             if total != "*":
@@ -195,7 +206,7 @@ class Client:
         if session is None:
             return False
         try:
-            self.call("DELETE", session)
+            self.call("DELETE", session, session=session)
         except FileNotFoundError:
             return False  # already gone
         return True

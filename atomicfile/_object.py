@@ -244,6 +244,9 @@ class ObjectTemp:
 
     def create(self, permissions: Permissions) -> None:
         self.step = "create temp"
+        # What the write holds until an upload begins (`start()` names the upload then);
+        # a batch groups its writes by it.
+        self.temp_path = f"{self._url} (not uploaded yet)"
         if self._streams:
             return
         import tempfile

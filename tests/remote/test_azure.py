@@ -319,3 +319,20 @@ def test_missing_extra_names_it() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True)
     assert b"pip install 'pyatomicfile[azure]'" in done.stdout
+
+
+def test_batch(container: Container) -> None:
+    """AtomicBatch over blobs (it takes fs=): an exception publishes none; a clean exit
+    all."""
+    from atomicfile import AtomicBatch
+
+    container.put("a", OLD)
+    with pytest.raises(Boom), AtomicBatch() as batch:
+        batch.open(f"{container.name}/a", "wb", fs=container.fs).write(blob(2 * AZURE_PART))
+        batch.write(f"{container.name}/b", b"new b", fs=container.fs)
+        raise Boom
+    assert container.keys() == ["a"] and container.get("a") == OLD
+    with AtomicBatch() as batch:
+        batch.write(f"{container.name}/a", b"new a", fs=container.fs)
+        batch.write(f"{container.name}/b", b"new b", fs=container.fs)
+    assert container.get("a") == b"new a" and container.get("b") == b"new b"

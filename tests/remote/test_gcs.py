@@ -253,7 +253,7 @@ def test_missing_bucket(endpoint: str, form: Any) -> None:
 
 
 @pytest.mark.timeout(300)
-def test_server_killed_mid_upload() -> None:
+def test_server_killed_mid_upload(caplog: pytest.LogCaptureFixture) -> None:
     """The writer reaches the server (and its session URIs) through a relay; SIGKILL the
     relay between two chunks: the write fails with the connection's errno and the old
     object is untouched behind it. gcsfs retries a dropped connection 5 times over about
@@ -265,6 +265,7 @@ def test_server_killed_mid_upload() -> None:
             bucket = GcsBucket(direct)
             bucket.put("key", OLD)
             with (
+                caplog.at_level("DEBUG", logger="atomicfile"),
                 pytest.raises(SessionFileError) as info,
                 AtomicFile(bucket.url(), "wb", storage_options=gcs_options(via)) as f,
             ):
@@ -273,6 +274,15 @@ def test_server_killed_mid_upload() -> None:
                 f.write(blob(2 * GCS_PART))  # the next: nobody answers
             assert info.value.errno is not None and info.value.__cause__ is not None
             assert_untouched(bucket)
+            # The session URI is a bearer capability: in no error of the chain, no log.
+            chain, seen = [], info.value  # type: list[str], BaseException | None
+            while seen is not None:
+                chain += [str(seen), repr(seen)]
+                seen = seen.__cause__
+            ours = [
+                r.getMessage() + repr(vars(r)) for r in caplog.records if r.name == "atomicfile"
+            ]
+            assert not [c for c in chain + ours if "upload_id" in c]
     finally:
         proxy.kill()
 
@@ -325,3 +335,20 @@ print(sorted(m for m in heavy if m in sys.modules))
 def test_local_writes_import_no_cloud_package() -> None:
     done = subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, check=True)
     assert done.stdout == b"[]\n"
+
+
+def test_batch(bucket: GcsBucket) -> None:
+    """AtomicBatch over objects (it takes fs=): an exception publishes none; a clean exit
+    all."""
+    from atomicfile import AtomicBatch
+
+    bucket.put("a", OLD)
+    with pytest.raises(Boom), AtomicBatch() as batch:
+        batch.open(f"{bucket.name}/a", "wb", fs=bucket.fs).write(blob(GCS_PART * 2))
+        batch.write(f"{bucket.name}/b", b"new b", fs=bucket.fs)
+        raise Boom
+    assert bucket.keys() == ["a"] and bucket.get("a") == OLD
+    with AtomicBatch() as batch:
+        batch.write(f"{bucket.name}/a", b"new a", fs=bucket.fs)
+        batch.write(f"{bucket.name}/b", b"new b", fs=bucket.fs)
+    assert bucket.get("a") == b"new a" and bucket.get("b") == b"new b"
