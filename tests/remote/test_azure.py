@@ -336,3 +336,47 @@ def test_batch(container: Container) -> None:
         batch.write(f"{container.name}/a", b"new a", fs=container.fs)
         batch.write(f"{container.name}/b", b"new b", fs=container.fs)
     assert container.get("a") == b"new a" and container.get("b") == b"new b"
+
+
+WRITER = r"""
+import sys
+from atomicfile import AtomicFile
+af = AtomicFile(sys.argv[1], "wb", storage_options=eval(sys.argv[2]))
+f = af.open()
+f.write(b"x" * (3 * 2**20))
+f.flush()
+print("blocks staged", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_sigkilled_writer_leaves_the_blob(container: Container) -> None:
+    """A killed writer's staged blocks stay uncommitted (never visible); the blob's next
+    commit discards them, as Azure does after a week: nothing needs a sweep."""
+    import os
+    import signal
+
+    container.put("key", OLD)
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, container.url(), repr(container.options)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline() == b"blocks staged\n"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdin.close()
+    child.stdout.close()
+    assert_untouched(container)
+    assert container.uncommitted() == 2
+    atomic_write(container.url(), blob(2 * AZURE_PART), storage_options=container.options)
+    assert container.uncommitted() == 0
+
+
+@pytest.mark.parametrize("scheme", ["az", "abfs", "abfss"])
+def test_every_protocol_is_this_store(container: Container, scheme: str) -> None:
+    from atomicfile import _store
+
+    store, name = _store.resolve(container.url(scheme=scheme), None, container.options)
+    assert name == container.url(scheme=scheme) and not store.batchable
+    assert type(store).__module__ == "atomicfile._object"

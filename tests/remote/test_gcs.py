@@ -352,3 +352,48 @@ def test_batch(bucket: GcsBucket) -> None:
         batch.write(f"{bucket.name}/a", b"new a", fs=bucket.fs)
         batch.write(f"{bucket.name}/b", b"new b", fs=bucket.fs)
     assert bucket.get("a") == b"new a" and bucket.get("b") == b"new b"
+
+
+WRITER = r"""
+import os, sys
+os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+from atomicfile import AtomicFile
+af = AtomicFile(sys.argv[1], "wb", storage_options=eval(sys.argv[2]))
+f = af.open()
+f.write(b"x" * (3 * 256 * 2**10))
+f.flush()
+print("chunks sent", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_sigkilled_writer_leaves_the_object(bucket: GcsBucket) -> None:
+    """A killed writer can't cancel its session: the object is untouched, and the session
+    (which no API lists, so nothing can sweep it) expires on GCS's side after a week."""
+    import os
+    import signal
+
+    bucket.put("key", OLD)
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITER, bucket.url(), repr(bucket.options)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline() == b"chunks sent\n"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    child.stdin.close()
+    child.stdout.close()
+    assert_untouched(bucket)
+
+
+@pytest.mark.parametrize("scheme", ["gs", "gcs"])
+def test_every_protocol_is_this_store(bucket: GcsBucket, scheme: str) -> None:
+    from atomicfile import _store
+
+    url = f"{scheme}://{bucket.name}/key"
+    store, name = _store.resolve(url, None, bucket.options)
+    assert name == url and not store.batchable
+    assert type(store).__module__ == "atomicfile._object"
+    atomic_write(url, b"via " + scheme.encode(), storage_options=bucket.options)
+    assert bucket.get() == b"via " + scheme.encode()
