@@ -164,10 +164,13 @@ class Client:
                 session=self.session,
                 headers={"Content-Range": f"bytes {span}/{total}", "Content-Type": _TYPE},
             )  # fmt: skip
-            if total != "*":
-                return  # 200/201: the object is finalized
-            kept = headers.get("Range")  # "bytes=0-N": what the session holds now
-            end = int(kept.rpartition("-")[2]) + 1 if kept else self.offset
+            # "Range: bytes=0-N" is what the session holds now. Without it: nothing yet
+            # (308), or, for the last chunk, all of it (the object is finalized).
+            kept = headers.get("Range")
+            if kept:
+                end = int(kept.rpartition("-")[2]) + 1
+            else:
+                end = self.offset + len(view) if total != "*" else self.offset
             if end <= self.offset and view:
                 message = "the upload session kept none of a chunk"
                 raise _object.error(errno.EIO, self.url, None, message)
