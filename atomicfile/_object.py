@@ -38,6 +38,7 @@ from . import _fs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import IO, Any, Protocol
 
     from ._log import EventLog
@@ -158,20 +159,20 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 class Store:
-    """One target in an object store; `client(url)` makes the client of one write."""
+    """One target in an object store; `new_client()` makes the client of one write."""
 
-    __slots__ = ("client", "url")
+    __slots__ = ("new_client", "url")
     #: An upload commits alone: no shared durability point with local temps.
     batchable = False
 
-    def __init__(self, client: Any, url: str) -> None:
-        self.client = client
+    def __init__(self, new_client: Callable[[], Client], url: str) -> None:
+        self.new_client = new_client
         self.url = url
 
     def temp(
         self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None
     ) -> ObjectTemp:
-        return ObjectTemp(self.client(), self.url, mode)
+        return ObjectTemp(self.new_client(), self.url, mode)
 
 
 class _PartWriter(io.RawIOBase):
