@@ -94,6 +94,23 @@ class LocalStore:
 #: The one local store (it holds no state of its own).
 LOCAL = LocalStore()
 
+#: Object stores with a module of their own, by URL protocol and by fsspec package (the
+#: rest, S3 and fsspec's memory store, are `_remote`'s).
+_OBJECT_MODULES = {"gs": "_gcs", "gcs": "_gcs", "az": "_azure", "abfs": "_azure",
+                   "abfss": "_azure"}  # fmt: skip
+_FS_PACKAGES = {"gcsfs": "_gcs", "adlfs": "_azure"}
+
+
+def _object_module(file: Any, fs: Any) -> str | None:
+    """The module of the store `file` (or `fs=`) is in, if it has one of its own."""
+    if fs is not None:
+        return _FS_PACKAGES.get(type(fs).__module__.partition(".")[0])
+    if type(file).__module__[:5] == "upath":
+        return _OBJECT_MODULES.get(str(file.protocol))
+    if isinstance(file, str):
+        return _OBJECT_MODULES.get(file.partition("://")[0])
+    return None
+
 
 def resolve(
     file: Any,
@@ -108,8 +125,9 @@ def resolve(
     an object: its URL).
 
     A local path (`str`, `bytes`, `os.PathLike`) is the local store; an fsspec URL
-    (`"s3://bucket/key"`), a UPath or `fs=` an object store, whose extra is imported only
-    then (`file://` and fsspec's local file system are the local store again). Raises
+    (`"s3://bucket/key"`, `"gs://…"`, `"az://…"`), a UPath or `fs=` an object store, whose
+    extra is imported only then (`file://` and fsspec's local file system are the local
+    store again). Raises
     `ValueError`/`TypeError` (an unsupported store, options that mean nothing there) or
     `ImportError` (the extra is missing) before any I/O.
     """
@@ -119,6 +137,13 @@ def resolve(
         and ("://" not in file if isinstance(file, str) else type(file).__module__[:5] != "upath")
     ):
         return LOCAL, os.fspath(file)  # the usual case, decided without a call
+    name = _object_module(file, fs)
+    if name is not None:
+        import importlib
+
+        module = importlib.import_module(f".{name}", __package__)
+        store = module.resolve(file, fs, storage_options, permissions, durable, follow_symlinks)
+        return store, store.url
     from . import _remote
 
     where = _remote.resolve(file, fs, storage_options, permissions, durable, follow_symlinks)

@@ -6,7 +6,8 @@ parts) and raises after 7 MiB; then the object and the pending multipart uploads
 back. Also: a writer dropped without close() (garbage collected), and an empty "xb" write
 on an existing key. smart_open is measured only if it is installed.
 
-Run: `python benchmarks/remote_table.py`.
+Run: `python benchmarks/remote_table.py`; `--store gcs` (gcsfs on fake-gcs-server) and
+`--store azure` (adlfs on Azurite) print the same rows for those stores.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from remote_server import MiB, moto, options
+from remote_server import SCHEME, MiB, azurite, cloud_options, fake_gcs, moto, options
 
 OLD = b"old"
 PART = 5 * MiB
@@ -28,7 +29,70 @@ class Boom(Exception):
     pass
 
 
+def cloud(store: str) -> None:
+    """The store's own file system used directly vs atomicfile: on an exception after 7 of
+    12 MiB, and on a file dropped without close() after 1 MiB."""
+    import warnings
+
+    import fsspec
+
+    from atomicfile import AtomicFile
+
+    own = {"gcs": "gcsfs", "azure": "adlfs"}[store]
+    server = fake_gcs if store == "gcs" else azurite
+    with server() as endpoint:
+        so = cloud_options(store, endpoint)
+        fs = fsspec.filesystem(SCHEME[store], **so)
+        fs.mkdir("tbl")
+
+        def state(key: str) -> str:
+            fs.invalidate_cache()
+            try:
+                body = fs.cat_file(f"tbl/{key}")
+            except FileNotFoundError:
+                return "object gone"
+            if body == OLD:
+                return "old object kept"
+            return f"replaced: {len(body) / MiB:.0f} MiB" if body else "replaced: empty object"
+
+        openers: dict[str, Callable[[str], Any]] = {
+            f"{own} `fs.open(p, 'wb')`": lambda k: fs.open(f"tbl/{k}", "wb"),
+            "atomicfile `AtomicFile(url, 'wb')`": lambda k: AtomicFile(
+                f"{SCHEME[store]}://tbl/{k}", "wb", storage_options=so
+            ),
+        }
+        rows = []
+        for i, (name, opener) in enumerate(openers.items()):
+            key = f"k{i}"
+            fs.pipe(f"tbl/{key}", OLD)
+            try:
+                with opener(key) as f:
+                    for n in range(12):
+                        if n == 7:
+                            raise Boom
+                        f.write(b"n" * MiB)
+            except Boom:
+                pass
+            on_raise = state(key)
+            fs.pipe(f"tbl/{key}", OLD)
+            held = opener(key)  # an AtomicFile must outlive its file until the drop
+            f = held.open() if isinstance(held, AtomicFile) else held
+            f.write(b"g" * MiB)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                del held, f
+                gc.collect()
+            rows.append((name, on_raise, state(key)))
+    print("| writer | exception after 7 of 12 MiB | file dropped without close() |")
+    print("| --- | --- | --- |")
+    for name, on_raise, on_gc in rows:
+        print(f"| {name} | {on_raise} | {on_gc} |")
+
+
 def main() -> None:
+    if "--store" in sys.argv and sys.argv[sys.argv.index("--store") + 1] != "s3":
+        cloud(sys.argv[sys.argv.index("--store") + 1])
+        return
     import fsspec
     import s3fs
     from upath import UPath

@@ -653,7 +653,7 @@ def test_local_only_options_refused(option: dict[str, Any]) -> None:
         AtomicFile("s3://bucket/key", "w", **option)
 
 
-@pytest.mark.parametrize("url", ["gs://b/k", "http://h/k", "ftp://h/k"])
+@pytest.mark.parametrize("url", ["hdfs://h/k", "http://h/k", "ftp://h/k"])
 def test_unsupported_store_named(url: str) -> None:
     with pytest.raises(ValueError, match=r"supported are s3:// \(s3fs\), memory://"):
         AtomicFile(url, "w")

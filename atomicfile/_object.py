@@ -1,0 +1,355 @@
+"""What every object store's write has in common (see `_store.Temp`), over a short client
+interface that each store implements in its own module (`_gcs`, `_azure`).
+
+An object store publishes an object in one step: one request, or the last request of an
+upload made of parts (a GCS resumable session, Azure blocks), which nobody sees until it
+is finalized. So the temp of a write is an upload that is not finalized yet, and discarding
+it is dropping that upload.
+
+Two shapes of temp, as for S3 (`_remote`):
+- 'w' and 'x' without '+' stream: the user's writes fill a buffer of one part; each full
+  part is uploaded while the block runs, so memory does not grow with the object. A write
+  that never fills a part is one request at the commit.
+- 'a', 'r+' and every '+' mode need to read and seek: the temp is an anonymous local file
+  (in `$TMPDIR`) that starts as a copy of the object and is uploaded at the commit.
+
+The final request carries a condition (`Client` below): "*" (only if there is no object:
+'x', or an 'a' of an object that was absent) or the version the copy was read from
+('a'/'r+'), so that a concurrent update is reported (`ESTALE`) instead of lost.
+
+A client (one per write) does the requests:
+- `part_size`: the bytes of one part (the store's rules on sizes applied).
+- `version()`: the object's version, None if there is none.
+- `read_into(fd)`: copy the object into `fd`; its version, None if there is none.
+- `start(condition)`: begin an upload that is finalized later; its name, for logs.
+- `part(data)`: upload the next part; `finish(data, condition)`: the last one, publishing.
+- `put(data, condition)`: publish a small object in one request.
+- `abort()`: drop the upload (True: dropped; False: nothing to drop).
+- `forget()`: drop the upload's state without a request (a forked child).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+
+from . import _fs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import IO, Any, Protocol
+
+    from ._log import EventLog
+    from ._modes import Mode
+    from ._permissions import Permissions
+
+    class Client(Protocol):
+        part_size: int
+
+        def version(self) -> str | None: ...
+        def read_into(self, fd: int) -> str | None: ...
+        def start(self, condition: str | None) -> str: ...
+        def part(self, data: bytes) -> None: ...
+        def finish(self, data: bytes, condition: str | None) -> None: ...
+        def put(self, data: bytes, condition: str | None) -> None: ...
+        def abort(self) -> bool: ...
+        def forget(self) -> None: ...
+
+
+#: The condition "only if no object has the name" (If-None-Match: *, ifGenerationMatch=0).
+ABSENT = "*"
+
+
+# -- choosing --------------------------------------------------------------------------------
+
+
+def file_system(
+    file: Any, fs: Any, storage_options: dict[str, Any] | None, extra: str
+) -> tuple[Any, str, str]:
+    """The file system, key and URL of a target given as a URL, a UPath or with `fs=`
+    (fsspec and the store's package imported only now). `extra`: the install command
+    named when they are missing."""
+    what = repr(str(file)) if not isinstance(file, bytes) else repr(file)
+    if storage_options is not None and not isinstance(storage_options, dict):
+        raise TypeError(f"storage_options must be a dict, not {type(storage_options).__name__}")
+    if type(file).__module__.startswith("upath"):
+        if fs is not None or storage_options is not None:
+            raise ValueError("a UPath carries its own file system: don't pass fs= or "
+                             "storage_options= with it")  # fmt: skip
+        return file.fs, str(file.path), str(file)
+    if fs is not None:
+        if storage_options is not None:
+            raise ValueError("storage_options configure a file system: give them to it, "
+                             "not beside fs=")  # fmt: skip
+        if not isinstance(file, str):
+            raise TypeError(f"with fs=, the target must be a str path, not {type(file).__name__}")
+        key = fs._strip_protocol(file)
+        return fs, key, fs.unstrip_protocol(key)
+    try:
+        import fsspec
+
+        fs, key = fsspec.core.url_to_fs(file, **(storage_options or {}))
+    except ImportError as exc:
+        err = ImportError(f"writing to {what} needs its extra: {extra}")
+        err.__cause__ = exc
+        raise err from None
+    return fs, key, file
+
+
+def refuse_local_options(url: str, permissions: Any, durable: bool, follow: bool) -> None:
+    for name, bad in (
+        ("permissions", permissions is not None),
+        ("follow_symlinks=False", not follow),
+        ("durable=False", not durable),
+    ):
+        if bad:
+            raise ValueError(
+                f"{name} means nothing for an object in a store ({url!r}): leave it out "
+                "(an object has no mode bits nor links, and a finalized upload is durable)"
+            )
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def error(number: int, url: str, cause: BaseException | None, message: str = "") -> OSError:
+    """A builtin `OSError` for `number` (`FileNotFoundError`...), `cause` chained."""
+    err = OSError(number, message or os.strerror(number), url)
+    err.__cause__ = cause
+    return err
+
+
+def condition_failed(url: str, condition: str | None, cause: BaseException) -> OSError:
+    """The store refused the final request's condition: the object appeared (EEXIST) or
+    changed since it was read (ESTALE)."""
+    if condition is None or condition == ABSENT:
+        return error(errno.EEXIST, url, cause, "the object exists")
+    return error(errno.ESTALE, url, cause, "the object changed since it was read")
+
+
+def errno_in_chain(exc: BaseException) -> int:
+    """A dropped connection's errno (ECONNREFUSED...) where a cause has one, else EIO."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    return errno.EIO
+
+
+class Body(io.BytesIO):
+    """A request body: aiohttp streams it (it warns that raw bytes over 1 MiB may block its
+    loop), and a retry can send it again (`close()` leaves it readable)."""
+
+    def close(self) -> None:
+        pass
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# -- the temp --------------------------------------------------------------------------------
+
+
+class Store:
+    """One target in an object store; `new_client()` makes the client of one write."""
+
+    __slots__ = ("new_client", "url")
+    #: An upload commits alone: no shared durability point with local temps.
+    batchable = False
+
+    def __init__(self, new_client: Callable[[], Client], url: str) -> None:
+        self.new_client = new_client
+        self.url = url
+
+    def temp(
+        self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None
+    ) -> ObjectTemp:
+        return ObjectTemp(self.new_client(), self.url, mode)
+
+
+class _PartWriter(io.RawIOBase):
+    """The raw file under a streaming write: fills one part in memory and uploads each full
+    part while the block runs. `close()` publishes nothing."""
+
+    def __init__(self, temp: ObjectTemp, name: str | bytes) -> None:
+        super().__init__()
+        self._temp = temp
+        self.name = name
+        self.mode = "wb"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError("write to closed file")
+        view = memoryview(data).cast("B")
+        self._temp.take(view)
+        return len(view)
+
+
+class ObjectTemp:
+    """One write to an object store: an upload not finalized yet, or a local spool file."""
+
+    __slots__ = (
+        "_buffer", "_client", "_fd", "_mode", "_started", "_url", "_version", "step",
+        "temp_path", "written",
+    )  # fmt: skip
+
+    def __init__(self, client: Client, url: str, mode: Mode) -> None:
+        self._client = client
+        self._url = url
+        self._mode = mode
+        self.step = "open"
+        self.temp_path: str | None = None
+        self._fd = -1
+        self._version: str | None = None  # what 'a'/'r+' read; None: no object
+        self._buffer = bytearray()
+        self._started = False
+        self.written = 0
+
+    @property
+    def _streams(self) -> bool:
+        return self._mode.kind in "wx" and not self._mode.plus
+
+    def _condition(self) -> str | None:
+        if self._mode.kind == "x":
+            return ABSENT
+        if self._mode.needs_copy:
+            return self._version or ABSENT
+        return None
+
+    def inspect(self) -> OSError | None:
+        """'x' finds no object, 'r+' finds one (as `open()` would say); one request each.
+        'w' asks nothing: a missing bucket is reported by the first upload."""
+        kind = self._mode.kind
+        if kind not in "xr":
+            return None
+        try:
+            exists = self._client.version() is not None
+        except OSError as exc:
+            return exc
+        if kind == "x" and exists:
+            return error(errno.EEXIST, self._url, None)
+        if kind == "r" and not exists:
+            return error(errno.ENOENT, self._url, None)
+        return None
+
+    def create(self, permissions: Permissions) -> None:
+        self.step = "create temp"
+        # What the write holds until an upload begins (`start()` names the upload then);
+        # a batch groups its writes by it.
+        self.temp_path = f"{self._url} (not uploaded yet)"
+        if self._streams:
+            return
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix=".atomicfile-", suffix=".tmp")
+        os.unlink(name)  # anonymous: nothing to sweep if this process dies
+        self._fd = fd
+        if self._mode.needs_copy:
+            self.step = "copy"
+            self._version = self._client.read_into(fd)
+            if self._version is None and self._mode.kind == "r":
+                raise error(errno.ENOENT, self._url, None)
+            os.lseek(fd, 0, os.SEEK_SET)
+            if self._mode.kind == "a":
+                _fs.set_append(fd)
+
+    def open_file(
+        self, mode: str, buffering: int, encoding: str | None, errors: str | None,
+        newline: str | None, name: str | bytes,
+    ) -> IO[Any]:  # fmt: skip
+        self.step = "open"
+        if not self._streams:
+            file: Any = open(  # noqa: SIM115 - the caller owns and closes it
+                self._fd, mode, buffering if buffering >= 0 else io.DEFAULT_BUFFER_SIZE,
+                encoding, errors, newline, closefd=False,
+            )  # fmt: skip
+            raw = file if buffering == 0 else file.buffer.raw if "b" not in mode else file.raw
+            raw.name = name
+            return file  # type: ignore[no-any-return]
+        raw = _PartWriter(self, name)
+        if buffering == 0:
+            return raw  # type: ignore[return-value]
+        size = buffering if buffering > 1 else io.DEFAULT_BUFFER_SIZE
+        buffered = io.BufferedWriter(raw, size)
+        if "b" in mode:
+            return buffered
+        return io.TextIOWrapper(buffered, encoding, errors, newline, line_buffering=buffering == 1)
+
+    def take(self, data: memoryview) -> None:
+        """The user's bytes: buffered, and each full part uploaded."""
+        self._buffer += data
+        self.written += len(data)
+        size = self._client.part_size
+        while len(self._buffer) > size:  # a full part and more: never the last one
+            if not self._started:
+                self.temp_path = self._client.start(self._condition())
+                self._started = True
+            part = bytes(self._buffer[:size])
+            del self._buffer[:size]
+            self._client.part(part)
+
+    def finish(self, durable: bool) -> None:
+        self.step = "upload"
+
+    def publish(self, durable: bool, exclusive: bool) -> bool:
+        """Finalize the upload (or send the object in one request), with the mode's
+        condition; on failure the caller's cleanup drops the upload."""
+        self.step = "commit"
+        if not self._streams:
+            self._take_spool()
+        data = bytes(self._buffer)
+        self._buffer = bytearray()
+        if not self._started:
+            self._client.put(data, self._condition())
+        else:
+            self._client.finish(data, self._condition())
+            self._started = False  # finalized: nothing to drop
+        return False
+
+    def _take_spool(self) -> None:
+        """A spooled temp: its content goes through `take()`, as if streamed."""
+        fd = self._fd
+        total = os.fstat(fd).st_size
+        step = max(self._client.part_size, 2**20)
+        for offset in range(0, total, step):
+            self.take(memoryview(os.pread(fd, step, offset)))
+
+    def sync_dir(self) -> bool:
+        return True  # a finalized upload is durable when the store acknowledges it
+
+    def remove(self) -> bool | OSError:
+        """Drop the upload, if one was started and not finalized."""
+        started, self._started = self._started, False
+        self._buffer = bytearray()
+        if not started:
+            return False
+        try:
+            return self._client.abort()
+        except OSError as exc:
+            return exc
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, -1
+        _fs.close_quietly(fd)
+
+    def forget(self) -> None:
+        """In a forked child: the upload is the parent's; drop it without a request."""
+        self._started = False
+        self._client.forget()
+        self.release()
+
+    def size(self) -> int:
+        if self._fd >= 0:
+            return os.fstat(self._fd).st_size
+        return self.written
