@@ -607,13 +607,13 @@ def one_line(stderr: bytes) -> str:
         (["write", "--no-fsync", "{url}"], "durable=False means nothing for an object"),
         (["write", "--mode", "0600", "{url}"], "permissions means nothing for an object"),
         (["write", "--no-follow", "{url}"], "follow_symlinks=False means nothing for an object"),
-        (["write", "gs://b/key"], "the 'gs' store is not supported"),
+        (["write", "hdfs://h/key"], "the 'hdfs' store is not supported"),
         (["write", "ftp://h/key"], "the 'ftp' store is not supported"),
         (["clean", "{url}"], "needs --older-than"),
         (["clean", "--older-than", "1h", "--recursive", "{url}"], "--recursive"),
         (["clean", "--older-than", "1h", "--target", "key", "{url}"], "--target"),
     ],
-    ids=["no-fsync", "mode", "no-follow", "gs", "ftp", "clean-no-age", "clean-r", "clean-t"],
+    ids=["no-fsync", "mode", "no-follow", "hdfs", "ftp", "clean-no-age", "clean-r", "clean-t"],
 )
 def test_cli_usage_errors_with_a_url(bucket: Bucket, args: list[str], says: str) -> None:
     """Options that don't fit the target: one line on stderr, exit 2, nothing uploaded or
