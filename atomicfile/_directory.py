@@ -83,7 +83,8 @@ class AtomicDirectory(Writer):
     current_stat) -> int`), `logger`, `durable` (default True), `keep_old`, `fallback`
     (where no atomic exchange exists: False raises, True replaces in two renames with an
     instant where the target is missing; the old tree waits as `.<name>.<16 hex>.old`
-    in between, which the sweep never removes).
+    in between, which the sweep never removes), `make_parents` (create the parent's
+    missing directories, as `os.makedirs`; durable with the tree).
 
     Raises `ValueError`/`TypeError` for bad arguments before any I/O, and
     `SessionFileError` (also the builtin subclass `open()` would raise:
@@ -115,6 +116,8 @@ class AtomicDirectory(Writer):
     _parent_stat: os.stat_result | None = None
     _step = "open"
     _start = 0.0
+    #: make_parents=True: a list, then the directories a new one was made in (`_parents`).
+    _parents: list[int] | None = None
 
     def __init__(
         self,
@@ -125,6 +128,7 @@ class AtomicDirectory(Writer):
         durable: bool = True,
         keep_old: bool = False,
         fallback: bool = False,
+        make_parents: bool = False,
     ) -> None:
         _permissions.check(permissions)
         text = os.fsdecode(os.fspath(path))
@@ -141,6 +145,8 @@ class AtomicDirectory(Writer):
         self._durable = bool(durable)
         self._keep_old = bool(keep_old)
         self._fallback = bool(fallback)
+        if make_parents:
+            self._parents = []
         #: The kept old tree (`keep_old=True`) after a commit that replaced one.
         self.old_path: Path | None = None
 
@@ -181,7 +187,15 @@ class AtomicDirectory(Writer):
         def __enter__(self) -> Path: ...
 
     def _open(self) -> None:
-        self._dfd = dfd = os.open(self._dir or os.curdir, _fs.DIR_FLAGS_FOLLOW)
+        try:
+            self._dfd = dfd = os.open(self._dir or os.curdir, _fs.DIR_FLAGS_FOLLOW)
+        except FileNotFoundError:
+            if self._parents is None:
+                raise
+            from ._parents import make_dirs
+
+            dfd, self._parents = make_dirs(self._dir)
+            self._dfd = dfd
         self._parent_stat = parent = os.fstat(dfd)
         try:
             st: os.stat_result | None = os.stat(self._base, dir_fd=dfd, follow_symlinks=False)
@@ -322,7 +336,12 @@ class AtomicDirectory(Writer):
                 try:
                     if self._top_changed:
                         _fs.fsync_dir(self._tfd)
-                    if not _fs.fsync_dir(self._dfd):
+                    synced = _fs.fsync_dir(self._dfd)
+                    if self._parents:
+                        from ._parents import sync_parents
+
+                        synced = sync_parents(self._parents) and synced
+                    if not synced:
                         self._warn_dir_sync()
                 except OSError as exc:
                     late = late or (exc, "fsync directory")
@@ -614,6 +633,9 @@ class AtomicDirectory(Writer):
             fd = getattr(self, attr)
             setattr(self, attr, -1)
             _fs.close_quietly(fd)
+        if self._parents:
+            parents, self._parents = self._parents, []
+            _fs.close_quietly(*parents)
 
     def _log_failure(self, exc: BaseException) -> None:
         from ._log import ERROR, FAILED, error_code

@@ -70,10 +70,29 @@ class LocalTemp:
     """One write's temp file in the target's directory, and the steps that publish it."""
 
     __slots__ = (
-        "_base", "_created", "_dfd", "_dir", "_dir_fsync", "_dir_stat", "_dirs", "_fd", "_keep",
+        "_base",
+        "_created",
+        "_dfd",
+        "_dir",
+        "_dir_fsync",
+        "_dir_stat",
+        "_dirs",
+        "_fd",
+        "_keep",
         "_log",
-        "_mode", "_own_dfd", "_src", "_xattrs", "final_mode", "follow", "path", "step",
-        "target_stat", "temp_name", "temp_path", "temp_stat",
+        "_mode",
+        "_own_dfd",
+        "_src",
+        "_xattrs",
+        "final_mode",
+        "follow",
+        "parents",
+        "path",
+        "step",
+        "target_stat",
+        "temp_name",
+        "temp_path",
+        "temp_stat",
     )  # fmt: skip
 
     def __init__(
@@ -104,6 +123,10 @@ class LocalTemp:
         self.final_mode: int | None = None
         self.temp_name = ""
         self.temp_path: str | None = None
+        #: None, or make_parents=True: a list (`[]` to start) that creates the directory
+        #: where it is missing and then holds the directories a new directory was made in,
+        #: deepest first (fsynced after the rename when durable; see `_parents`).
+        self.parents: list[int] | None = None
 
     # -- names -------------------------------------------------------------------------
 
@@ -132,11 +155,7 @@ class LocalTemp:
         else:
             try:
                 if self._dfd < 0:  # else bound already, by `lock_target()`
-                    try:
-                        self._bind(self._dir)
-                    except OSError as err:
-                        # open() names the file it was asked for, not its directory.
-                        raise OSError(err.errno, err.strerror, path) from None
+                    self._bind_target_dir()
                 st = self._lstat()
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     st = self._through_link(st)
@@ -151,11 +170,33 @@ class LocalTemp:
         target's name in it: what the lock of `lock=True` is taken relative to (`_lock`).
         `inspect()` then works in that same directory: the name is resolved once."""
         if self._dfd < 0:
-            try:
-                self._bind(self._dir)
-            except OSError as err:
-                raise OSError(err.errno, err.strerror, self.path) from None
+            self._bind_target_dir()
         return self._dfd, self._base
+
+    def _bind_target_dir(self) -> None:
+        """Bind the target's directory; with `make_parents`, create it where it is missing."""
+        try:
+            self._bind(self._dir)
+        except OSError as err:
+            if err.errno == errno.ENOENT and self.parents is not None:
+                self._bind_made()  # its error names the component in the way
+                return
+            # open() names the file it was asked for, not its directory.
+            raise OSError(err.errno, err.strerror, self.path) from None
+
+    def _bind_made(self) -> None:
+        """make_parents=True and the directory is missing: create it (`_parents`), and bind
+        the descriptor that walk ends with (the path is not resolved again)."""
+        from ._parents import make_dirs
+
+        fd, self.parents = make_dirs(self._dir or ".")
+        dirs = self._dirs
+        self._own_dfd = dirs is None
+        self._dir_stat = None
+        if dirs is None:
+            self._dfd, self._dir_fsync = fd, True
+        else:
+            self._dfd, self._dir_fsync, self._dir_stat = dirs.add(fd, True)
 
     def _bind(self, directory: str) -> None:
         """Open `directory` as the one all later names are relative to."""
@@ -578,9 +619,13 @@ class LocalTemp:
 
     def sync_dir(self) -> bool:
         """Make the rename durable. False where the file system (or our access) can't."""
-        if not self._dir_fsync:
-            return False
-        return _fs.fsync_dir(self._dfd)
+        synced = self._dir_fsync and _fs.fsync_dir(self._dfd)
+        if self.parents:
+            # make_parents created directories: each one's name, deepest first (`_parents`).
+            from ._parents import sync_parents
+
+            synced = sync_parents(self.parents) and synced
+        return synced
 
     # -- the end -----------------------------------------------------------------------
 
@@ -614,6 +659,10 @@ class LocalTemp:
         if not self._own_dfd:
             dfd = -1  # none, or the batch's, closed by the batch
         _fs.close_quietly(temp, src, dfd)
+        made = self.parents
+        if made:
+            self.parents = []
+            _fs.close_quietly(*made)
 
     def forget(self) -> None:
         """In a forked child: the write is the parent's. Close our copies, touch nothing."""
