@@ -68,7 +68,8 @@ whose lock is free, so it never removes the temp of a running writer. It cannot 
 systems whose locks are not shared between machines (NFS without lockd), nor for writers of
 other libraries that take no lock. Prints the paths removed (or, with --dry-run, that would
 be), one per line; with --print0, each ends with a NUL byte instead (file names may hold
-newlines). Also removes the staging directories of killed AtomicDirectory writers, whole.
+newlines). Also removes the staging directories of killed AtomicDirectory and atomic_path
+writers, whole.
 
 DIR may be s3://bucket/dir: then the incomplete multipart uploads of the keys under dir/
 (never dir2/... nor dir.csv) that started more than --older-than AGE ago are aborted (an

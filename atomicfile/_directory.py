@@ -244,33 +244,7 @@ class AtomicDirectory(Writer):
         Between our mkdir and our flock a sweep may find it unlocked: if the sweep holds
         the lock, the directory is the sweep's to remove; if the sweep removed it already,
         the name is gone or names something else. Either way we never work in it."""
-        dfd = self._dfd
-        try:
-            sfd = os.open(name, _fs.DIR_FLAGS, dir_fd=dfd)
-        except (FileNotFoundError, NotADirectoryError):
-            return -1
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # a symlink put at the name
-                return -1
-            raise
-        try:
-            mine = os.fstat(sfd)
-            theirs = mine.st_dev != parent.st_dev or mine.st_uid != _permissions.euid()
-            if theirs or _fs.try_lock(sfd) is False:
-                os.close(sfd)
-                return -1
-            # Locked: make sure the name still leads to it (not removed meanwhile).
-            try:
-                now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except FileNotFoundError:
-                now = None
-        except BaseException:
-            os.close(sfd)
-            raise
-        if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
-            os.close(sfd)
-            return -1
-        return sfd
+        return claim(self._dfd, name, parent)
 
     def _check_target(self, st: os.stat_result, parent: os.stat_result) -> None:
         if stat.S_ISLNK(st.st_mode):
@@ -777,3 +751,34 @@ def _rename_new(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
         if exc.errno == errno.ENOTEMPTY:
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from exc
         raise
+
+
+def claim(dfd: int, name: str, parent: os.stat_result) -> int:
+    """Open and lock the staging directory just made as `name` in `dfd` (`AtomicDirectory`,
+    `atomic_path`): its descriptor, or -1 when it is no longer ours to use."""
+    try:
+        sfd = os.open(name, _fs.DIR_FLAGS, dir_fd=dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return -1
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink put at the name
+            return -1
+        raise
+    try:
+        mine = os.fstat(sfd)
+        theirs = mine.st_dev != parent.st_dev or mine.st_uid != _permissions.euid()
+        if theirs or _fs.try_lock(sfd) is False:
+            os.close(sfd)
+            return -1
+        # Locked: make sure the name still leads to it (not removed meanwhile).
+        try:
+            now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+    except BaseException:
+        os.close(sfd)
+        raise
+    if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+        os.close(sfd)
+        return -1
+    return sfd

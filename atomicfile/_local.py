@@ -617,6 +617,48 @@ class LocalTemp:
         self._created = leftover
         return leftover
 
+    # -- atomic_path: a file another program wrote, published with this write's policy ----
+
+    def directory(self) -> tuple[int, str, str]:
+        """After `inspect()`: the bound directory's descriptor, its path and the target's
+        name in it (where `atomic_path` puts its staging directory)."""
+        return self._dfd, self._dir, self._base
+
+    def plan(self, permissions: Permissions) -> None:
+        """What `create()` decides before a temp exists (the final mode, the target's
+        access xattrs), for a file this write does not create itself (`atomic_path`). A new
+        target's default, 0o644 less the umask, is made explicit: that file was not created
+        with it."""
+        self.step = "permissions"
+        target = self.target_stat
+        self._keep = permissions is None
+        final = _permissions.final_mode(permissions, join(self._dir, self._base), target, file=True)
+        if final is None:
+            from ._directory import _umask
+
+            final = _permissions.NEW_FILE_MODE & ~_umask()
+        self.final_mode = final
+        if target is not None and _HAS_XATTRS:
+            self._read_xattrs()
+
+    def adopt(self, fd: int) -> None:
+        """Take `fd` (a regular file, open) as this write's temp: `finish()` then gives it
+        the owner, xattrs and mode as it gives a temp of ours, and fsyncs it. It is not
+        ours to unlink by name: `remove()` leaves it (its directory is removed whole)."""
+        self._fd = fd
+        self.temp_stat = os.fstat(fd)
+
+    def publish_from(self, src_dir_fd: int, name: str, shown: str) -> None:
+        """Rename `name` in the directory `src_dir_fd` over the target, in one step (both
+        directories are held open: no name is resolved from a path string). `shown`: the
+        source's path for the error."""
+        self.step = "rename"
+        try:
+            os.replace(name, self._base, src_dir_fd=src_dir_fd, dst_dir_fd=self._dfd)
+        except OSError as err:
+            err.filename, err.filename2 = shown, join(self._dir, self._base)
+            raise
+
     def sync_dir(self) -> bool:
         """Make the rename durable. False where the file system (or our access) can't."""
         synced = self._dir_fsync and _fs.fsync_dir(self._dfd)
