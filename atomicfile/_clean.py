@@ -66,17 +66,18 @@ def clean_stale_temps(
     mid-write left in `directory`; never those of a writer that is still alive, in this
     process or another.
 
-    Only entries with the exact shape of this library's temp names are considered
-    (`.<target basename>.<16 lowercase hex>.tmp`): regular files; directories with the
-    exact layout of an `AtomicDirectory` or `atomic_path` staging directory (mode 0700, and
-    in it nothing, or `tree` alone, or only regular files: the target's name and names that
-    extend it, as sqlite's `-journal`; removed whole); and symlinks only by age (`older_than`, below);
+    Only entries with the exact shape of this library's temp names are considered (`.<target
+    basename>.<16 lowercase hex>.tmp`): regular files; directories with the exact layout of
+    an `AtomicDirectory` or `atomic_path` staging directory (mode 0700, and in it nothing,
+    or `tree` alone, or only regular files: the target's name and names that extend it, as
+    sqlite's `-journal`; removed whole); and symlinks only by age (`older_than`, below);
     never a FIFO or a device, nor a user's directory that merely has the name's shape, and
     nothing else is ever touched. `recursive=True` also sweeps subdirectories (symlinks to
     directories are not followed, and a staging directory is not searched: it is removed
-    whole or kept whole). `target="name.json"` considers only the temps of that file name
-    (a basename, in every directory swept). `dry_run=True` removes nothing and returns what
-    would be removed. Returns the paths removed (each one the sweep itself unlinked), sorted.
+    whole or kept whole). `target="name.json"` considers only the temps of that file name (a
+    basename, in every directory swept). `dry_run=True` removes nothing and returns what
+    would be removed. Returns the paths removed (each one the sweep itself unlinked),
+    sorted.
 
     How it knows: every writer holds an exclusive `flock` on its temp for the whole write,
     so the sweep opens each candidate (O_NOFOLLOW, non-blocking) relative to its directory's
