@@ -259,7 +259,9 @@ class LocalTemp:
         if not self.follow:
             if kind != "w":
                 # 'a'/'r+' would read through the link: what O_NOFOLLOW gives open().
-                raise _error(errno.ELOOP, self.path)
+                raise _error(
+                    errno.ELOOP, self.path, _NO_FOLLOW_READ.format("a" if kind == "a" else "r+")
+                )
             return None  # the link itself is replaced; it has no mode worth keeping
         # What the kernel resolves, with its protections (fs.protected_symlinks: EACCES, as
         # open() gets), is the file we must end up replacing.
@@ -398,6 +400,8 @@ class LocalTemp:
                 self._new_name(name_max)
                 continue
             except OSError as err:
+                if err.errno in (errno.EACCES, errno.EPERM):
+                    raise self._cannot_create(err) from None
                 if err.errno != errno.ENAMETOOLONG or name_max != _naming.NAME_MAX:
                     err.filename = self.temp_path  # the full path, not the name at the fd
                     raise
@@ -429,6 +433,18 @@ class LocalTemp:
             self._close_fd()
             self._new_name(name_max)
         raise FileExistsError(errno.EEXIST, "No free temp file name", self.temp_path)
+
+    def _cannot_create(self, err: OSError) -> OSError:
+        """EACCES/EPERM creating the temp: the bare temp name says nothing to the user;
+        name the directory it was to be made in, and the target."""
+        where = self._dir or "."
+        return PermissionError(
+            err.errno,
+            f"{err.strerror}: can't create a temp file in the directory {where!r} to replace "
+            f"{self.path!r} (the new content is written beside the target, then renamed over "
+            "it: the directory must be writable)",
+            where,
+        )
 
     def _note_unlocked(self) -> None:
         directory = self._dir
@@ -613,6 +629,8 @@ class LocalTemp:
             # The error names what the user can find: full paths, not the bare names
             # given relative to the directory fd.
             err.filename, err.filename2 = self.temp_path, join(self._dir, self._base)
+            if err.errno == errno.EBUSY:
+                self._explain_busy(err)
             raise
         self._created = leftover
         return leftover
@@ -657,7 +675,26 @@ class LocalTemp:
             os.replace(name, self._base, src_dir_fd=src_dir_fd, dst_dir_fd=self._dfd)
         except OSError as err:
             err.filename, err.filename2 = shown, join(self._dir, self._base)
+            if err.errno == errno.EBUSY:
+                self._explain_busy(err)
             raise
+
+    def _explain_busy(self, err: OSError) -> None:
+        """EBUSY from the rename: when the target is the root of a mount (a single file
+        bind-mounted: Docker's `-v cfg.json:/app/cfg.json`, a Kubernetes subPath), raise
+        the error that says so and what to do; else return (the error stays as it is)."""
+        if not _O_PATH:
+            return
+        try:
+            fd = os.open(self._base, _O_PATH | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=self._dfd)
+        except OSError:
+            return
+        try:
+            mounted = _fs.is_mount_root(fd)
+        finally:
+            os.close(fd)
+        if mounted:
+            raise OSError(errno.EBUSY, _MOUNTED, err.filename, None, err.filename2) from err
 
     def sync_dir(self) -> bool:
         """Make the rename durable. False where the file system (or our access) can't."""
@@ -734,6 +771,17 @@ def file_object(
     return file  # type: ignore[no-any-return]
 
 
+_NO_FOLLOW_READ = (
+    "The target is a symbolic link and follow_symlinks=False: mode {!r} starts from the "
+    "target's content, which would be read through the link (what O_NOFOLLOW refuses); "
+    "pass follow_symlinks=True to write the file it points to, or use mode 'w' to replace "
+    "the link itself"
+)
+_MOUNTED = (
+    "The target is a mount point (a single file mounted on its own, as Docker's "
+    "-v file:file or a Kubernetes subPath does): a rename can't replace it, so no atomic "
+    "replace exists there; mount the directory that holds the file instead and write in it"
+)
 _ACL_ACCESS = "system.posix_acl_access"
 _KEPT_XATTRS = frozenset({_ACL_ACCESS, "security.selinux"})
 _OWNER, _ACL = "owner", "acl"
