@@ -14,7 +14,7 @@ from _trace import trace
 import atomicfile
 from atomicfile import AtomicBatch, AtomicDirectory, AtomicFile, SessionFileError, atomic_update
 
-from conftest import Form, listing
+from conftest import RUNTIMES, Form, listing
 
 
 @pytest.fixture
@@ -212,3 +212,63 @@ def test_option_is_in_the_typed_options() -> None:
 
     assert "make_parents" in TargetOptions.__annotations__
     assert atomicfile.atomic_write.__doc__
+
+
+def test_symlink(tmp_path: Path) -> None:
+    atomicfile.atomic_symlink(
+        "../../releases/v1", tmp_path / "a" / "b" / "current", make_parents=True
+    )
+    assert os.readlink(tmp_path / "a" / "b" / "current") == "../../releases/v1"
+    assert listing(tmp_path / "a" / "b") == ["current"]
+    with pytest.raises(FileNotFoundError):
+        atomicfile.atomic_symlink("x", tmp_path / "c" / "link")
+    assert listing(tmp_path) == ["a"]
+
+
+def test_move(tmp_path: Path) -> None:
+    (tmp_path / "src").write_text("moved")
+    atomicfile.atomic_move(tmp_path / "src", tmp_path / "a" / "b" / "dst", make_parents=True)
+    assert (tmp_path / "a" / "b" / "dst").read_text() == "moved"
+    assert listing(tmp_path) == ["a"]
+    (tmp_path / "src2").write_text("v")
+    with pytest.raises(FileNotFoundError):
+        atomicfile.atomic_move(tmp_path / "src2", tmp_path / "c" / "dst")
+    assert listing(tmp_path) == ["a", "src2"]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_symlink_and_move_async(runtime: str, tmp_path: Path) -> None:
+    (tmp_path / "src").write_text("v")
+
+    async def main() -> None:
+        await atomicfile.atomic_symlink_async("t", tmp_path / "l" / "link", make_parents=True)
+        await atomicfile.atomic_move_async(
+            tmp_path / "src", tmp_path / "m" / "dst", make_parents=True
+        )
+
+    Form(runtime).run(main)
+    assert os.readlink(tmp_path / "l" / "link") == "t"
+    assert (tmp_path / "m" / "dst").read_text() == "v"
+    assert listing(tmp_path) == ["l", "m"]
+
+
+def test_symlink_and_move_sync_the_new_directories(tmp_path: Path) -> None:
+    (tmp_path / "src").write_text("v")
+    code = (
+        "import atomicfile\n"
+        f"atomicfile.atomic_symlink('t', {str(tmp_path / 'l' / 'k' / 'link')!r},"
+        " make_parents=True)\n"
+        f"atomicfile.atomic_move({str(tmp_path / 'src')!r}, {str(tmp_path / 'm' / 'dst')!r},"
+        " make_parents=True)\n"
+    )
+    calls = trace(tmp_path, code)
+    synced = [a.split("<", 1)[1].split(">", 1)[0] for c, a, _ in calls if c == "fsync"]
+    link_part = synced.index(str(tmp_path / "l" / "k"))
+    assert synced[link_part : link_part + 3] == [
+        str(tmp_path / "l" / "k"),
+        str(tmp_path / "l"),
+        str(tmp_path),
+    ]
+    move_part = synced.index(str(tmp_path / "m"))
+    # dst's directory, its parent (new), then the source's directory (the name gone).
+    assert synced[move_part : move_part + 3] == [str(tmp_path / "m"), str(tmp_path), str(tmp_path)]
