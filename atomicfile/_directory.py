@@ -226,7 +226,7 @@ class AtomicDirectory(Writer):
         # The new tree: private while it fills, its mode is set at commit.
         os.mkdir(STAGING_TREE, 0o700, dir_fd=sfd)
         self._tfd = tfd = os.open(STAGING_TREE, _fs.DIR_FLAGS, dir_fd=sfd)
-        self._handed = _bound_path(tfd, os.path.join(self._temp_path, STAGING_TREE))
+        self._handed = bound_path(tfd, os.path.join(self._temp_path, STAGING_TREE))
         log = self._log
         if log.debug:
             from ._log import DEBUG, STARTED
@@ -347,7 +347,7 @@ class AtomicDirectory(Writer):
         self._step = "chmod"
         final = self._final_mode
         if final is None:
-            final = 0o777 & ~_umask()  # what mkdir would have given
+            final = 0o777 & ~umask()  # what mkdir would have given
         self._final_mode = final
         self._owner = self._owner_to_give(os.fstat(self._tfd))
         self._narrow = final & ~(_SETID | 0o070) if self._owner is not None else final
@@ -707,7 +707,7 @@ def _remove(dir_fd: int, name: str) -> bool | OSError:
     return True
 
 
-def _bound_path(fd: int, by_name: str) -> Path:
+def bound_path(fd: int, by_name: str) -> Path:
     """A path to the directory open as `fd` that resolves through the descriptor, not
     through names another user may change: `/proc/<pid>/fd/<fd>` (child processes of the
     same user reach it too). Where /proc doesn't lead there (no /proc: macOS, BSD), the
@@ -729,7 +729,7 @@ def _kept_name(base: str) -> str:
     return _naming.temp_name(base, _naming.token())[: -len(".tmp")] + ".old"
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it where /proc says it (Linux 4.7+)."""
     try:
         with open("/proc/self/status", "rb") as f:

@@ -652,9 +652,9 @@ class LocalTemp:
         self._keep = permissions is None
         final = _permissions.final_mode(permissions, join(self._dir, self._base), target, file=True)
         if final is None:
-            from ._directory import _umask
+            from ._directory import umask
 
-            final = _permissions.NEW_FILE_MODE & ~_umask()
+            final = _permissions.NEW_FILE_MODE & ~umask()
         self.final_mode = final
         if target is not None and _HAS_XATTRS:
             self._read_xattrs()

@@ -139,7 +139,7 @@ class AtomicPath(Writer):
         def __enter__(self) -> Path: ...
 
     def _make_staging(self, temp: LocalTemp) -> None:
-        from ._directory import _bound_path, claim
+        from ._directory import bound_path, claim
 
         dfd, directory, base = temp.directory()
         parent = os.fstat(dfd)
@@ -160,7 +160,7 @@ class AtomicPath(Writer):
         self._temp_path = staging = os.path.join(directory, name)
         # The sweep's mark of a staging directory: exactly 0700, whatever the umask.
         os.fchmod(sfd, 0o700)
-        self._handed = _bound_path(sfd, staging) / base
+        self._handed = bound_path(sfd, staging) / base
         log = self._log
         if log.debug:
             from ._log import DEBUG, STARTED

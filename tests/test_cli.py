@@ -285,7 +285,10 @@ def test_permission_denied(tmp_path: Path) -> None:
     (locked / "t").write_bytes(b"old")
     done = run("write", locked / "t", stdin=b"new", cmd=[*UNPRIVILEGED, *MODULE])
     assert done.returncode == 1
-    assert "Permission denied [EACCES]" in one_line(done.stderr)
+    # Issue 21: the temp's directory and the target are named, not the bare temp name.
+    line = one_line(done.stderr)
+    assert f"Permission denied: can't create a temp file in the directory {str(locked)!r}" in line
+    assert line.endswith("the directory must be writable) [EACCES]\n")
     assert (locked / "t").read_bytes() == b"old"
     assert listing(locked) == ["t"]
 
