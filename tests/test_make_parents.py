@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -272,3 +273,42 @@ def test_symlink_and_move_sync_the_new_directories(tmp_path: Path) -> None:
     move_part = synced.index(str(tmp_path / "m"))
     # dst's directory, its parent (new), then the source's directory (the name gone).
     assert synced[move_part : move_part + 3] == [str(tmp_path / "m"), str(tmp_path), str(tmp_path)]
+
+
+def test_object_store_accepts_and_ignores_it() -> None:
+    # Object stores have no directories: a key's prefix needs no creating.
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    url = "memory://atomicfile-tests/make-parents/a/b/obj"
+    try:
+        atomicfile.atomic_write(url, b"v", make_parents=True)
+        assert fs.cat(url) == b"v"
+    finally:
+        fs.rm(url)
+
+
+def test_each_directory_is_made_relative_to_its_parent_s_descriptor(tmp_path: Path) -> None:
+    """mkdirat(parent_fd, one component): never a path string resolved again (strace)."""
+    import shutil
+    import subprocess
+    import sys
+
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed: apt-get install strace")
+    target = tmp_path / "a" / "b" / "c" / "t"
+    out = tmp_path / "strace.out"
+    code = f"import atomicfile; atomicfile.atomic_write({str(target)!r}, 'v', make_parents=True)"
+    subprocess.run(
+        [strace, "-f", "-qq", "-y", "-e", "trace=mkdir,mkdirat", "-o", str(out),
+         sys.executable, "-c", code],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
+    )  # fmt: skip
+    made = [line for line in out.read_text().splitlines() if "mkdir" in line]
+    assert len(made) == 3, made
+    expected = [(tmp_path, "a"), (tmp_path / "a", "b"), (tmp_path / "a" / "b", "c")]
+    for line, (parent, name) in zip(made, expected, strict=True):
+        # strace -y prints a descriptor as N<path>: the parent's descriptor, one name.
+        assert re.search(rf'mkdirat\(\d+<{re.escape(str(parent))}>, "{name}", 0777\) = 0', line)
+    assert (tmp_path / "a" / "b" / "c" / "t").read_text() == "v"
