@@ -666,13 +666,18 @@ class LocalTemp:
         self._fd = fd
         self.temp_stat = os.fstat(fd)
 
-    def publish_from(self, src_dir_fd: int, name: str, shown: str) -> None:
+    def publish_from(self, src_dir_fd: int, name: str, shown: str, exclusive: bool) -> None:
         """Rename `name` in the directory `src_dir_fd` over the target, in one step (both
-        directories are held open: no name is resolved from a path string). `shown`: the
-        source's path for the error."""
+        directories are held open: no name is resolved from a path string); `exclusive`:
+        only if there is no target (EEXIST, checked atomically). `shown`: the source's path
+        for the error. (The link fallback of `exclusive` leaves `name` for its caller,
+        whose staging directory goes whole.)"""
         self.step = "rename"
         try:
-            os.replace(name, self._base, src_dir_fd=src_dir_fd, dst_dir_fd=self._dfd)
+            if exclusive:
+                _fs.rename_noreplace_between(src_dir_fd, name, self._dfd, self._base)
+            else:
+                os.replace(name, self._base, src_dir_fd=src_dir_fd, dst_dir_fd=self._dfd)
         except OSError as err:
             err.filename, err.filename2 = shown, join(self._dir, self._base)
             if err.errno == errno.EBUSY:

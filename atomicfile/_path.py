@@ -74,6 +74,7 @@ class AtomicPath(Writer):
         durable: bool = True,
         follow_symlinks: bool = True,
         make_parents: bool = False,
+        overwrite: bool = True,
     ) -> None:
         given = os.fspath(file)
         text = given if isinstance(given, str) else os.fsdecode(given)
@@ -91,6 +92,7 @@ class AtomicPath(Writer):
         self._durable = bool(durable)
         self._follow = bool(follow_symlinks)
         self._make_parents = bool(make_parents)
+        self._overwrite = bool(overwrite)
 
     def __repr__(self) -> str:
         return f"<atomic_path {self.path!r} {self._state}>"
@@ -116,7 +118,8 @@ class AtomicPath(Writer):
 
         self._log = log = EventLog(self._logger)
         self._start = now()
-        self._temp = temp = LocalTemp(self.path, parse_mode("wb"), self._follow, log)
+        mode = parse_mode("wb" if self._overwrite else "xb")
+        self._temp = temp = LocalTemp(self.path, mode, self._follow, log)
         if self._make_parents:
             temp.parents = []
         try:
@@ -190,7 +193,9 @@ class AtomicPath(Writer):
                 temp.finish(self._durable)
                 self._step = "rename"
                 renamed_at = now()
-                temp.publish_from(self._sfd, temp.directory()[2], str(self._handed))
+                temp.publish_from(
+                    self._sfd, temp.directory()[2], str(self._handed), not self._overwrite
+                )
                 published = True
             except BaseException as exc:
                 if published:
@@ -417,6 +422,7 @@ def atomic_path(
     durable: bool = True,
     follow_symlinks: bool = True,
     make_parents: bool = False,
+    overwrite: bool = True,
 ) -> AtomicPath:
     """A path for a tool that writes the target's new content itself; on a clean exit the
     file it wrote there replaces the target in one step.
@@ -432,7 +438,10 @@ def atomic_path(
     is fsynced (unless `durable=False`), given the target's permissions, owner and access
     xattrs as `AtomicFile` gives them (`permissions=`: None keeps an existing target's, or
     0o644 less the umask for a new one; an int; a hook), renamed over the target, and the
-    directory fsynced; the staging directory is removed. `async with` works too.
+    directory fsynced; the staging directory is removed. `overwrite=False`: only if the
+    target does not exist, as open mode 'x' (checked at the start, and atomically by the
+    rename: `FileExistsError`). `make_parents=True` creates missing directories. `async
+    with` works too.
 
     Raises `SessionFileError`: `FileNotFoundError` when nothing was written at the path,
     `IsADirectoryError`/`OSError` (ELOOP, EINVAL, EMLINK) when what is there is not a
@@ -448,6 +457,7 @@ def atomic_path(
         durable=durable,
         follow_symlinks=follow_symlinks,
         make_parents=make_parents,
+        overwrite=overwrite,
     )
 
 

@@ -474,3 +474,35 @@ def test_sweep_look_alike_with_another_mode(tmp_path: Path) -> None:
     (look_alike / "t.db").write_text("mine")
     assert atomicfile.clean_stale_temps(tmp_path) == []
     assert listing(look_alike) == ["t.db"]
+
+
+# -- overwrite=False: as open mode 'x' ---------------------------------------------------
+
+
+def test_no_overwrite_new_target(form: Form, tmp_path: Path) -> None:
+    use(form, tmp_path / "t", lambda tmp: tmp.write_text("v"), overwrite=False)
+    assert (tmp_path / "t").read_text() == "v"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_no_overwrite_existing_target_fails_at_the_start(form: Form, old: Path) -> None:
+    with pytest.raises(FileExistsError) as info:
+        use(form, old, lambda tmp: pytest.fail("the block must not run"), overwrite=False)
+    assert isinstance(info.value, SessionFileError)
+    assert old.read_text() == "old"
+    assert listing(old.parent) == [old.name]
+
+
+def test_no_overwrite_target_that_appears_meanwhile(form: Form, tmp_path: Path) -> None:
+    target = tmp_path / "t"
+
+    def body(tmp: Path) -> None:
+        tmp.write_text("mine")
+        target.write_text("theirs")  # another writer, while the tool runs
+
+    with pytest.raises(FileExistsError) as info:
+        use(form, target, body, overwrite=False)
+    assert isinstance(info.value, SessionFileError)
+    assert info.value.step == "rename"
+    assert target.read_text() == "theirs"
+    assert listing(tmp_path) == ["t"]
