@@ -155,7 +155,10 @@ class LocalTemp:
         else:
             try:
                 if self._dfd < 0:  # else bound already, by `lock_target()`
-                    self._bind_target_dir()
+                    try:
+                        self._bind(self._dir)
+                    except OSError as err:
+                        self._bind_missing(err)
                 st = self._lstat()
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     st = self._through_link(st)
@@ -170,19 +173,21 @@ class LocalTemp:
         target's name in it: what the lock of `lock=True` is taken relative to (`_lock`).
         `inspect()` then works in that same directory: the name is resolved once."""
         if self._dfd < 0:
-            self._bind_target_dir()
+            try:
+                self._bind(self._dir)
+            except OSError as err:
+                self._bind_missing(err)
         return self._dfd, self._base
 
-    def _bind_target_dir(self) -> None:
-        """Bind the target's directory; with `make_parents`, create it where it is missing."""
-        try:
-            self._bind(self._dir)
-        except OSError as err:
-            if err.errno == errno.ENOENT and self.parents is not None:
-                self._bind_made()  # its error names the component in the way
-                return
-            # open() names the file it was asked for, not its directory.
-            raise OSError(err.errno, err.strerror, self.path) from None
+    def _bind_missing(self, err: OSError) -> None:
+        """Binding the target's directory failed with `err`: with `make_parents` and a
+        missing directory, create it and bind that; else the error as `open()` gives it
+        (naming the file it was asked for, not its directory). Only this failure path pays
+        for make_parents."""
+        if err.errno == errno.ENOENT and self.parents is not None:
+            self._bind_made()  # its error names the component in the way
+            return
+        raise OSError(err.errno, err.strerror, self.path) from None
 
     def _bind_made(self) -> None:
         """make_parents=True and the directory is missing: create it (`_parents`), and bind
