@@ -62,7 +62,6 @@ class AtomicPath(Writer):
     _name = ""  # the staging directory's name in the target's directory, until removed
     _temp_path: str | None = None  # its path, for the log and errors
     _handed: Path | None = None
-    _step = "open"
     _start = 0.0
 
     def __init__(
@@ -127,12 +126,12 @@ class AtomicPath(Writer):
             if problem is not None:
                 raise problem
             temp.plan(self._permissions)
-            self._step = "create temp"
+            temp.step = "create temp"
             self._make_staging(temp)
         except BaseException as exc:
             self._fail(exc)
             if needs_wrapping(exc):
-                raise self._error(exc, self._step if temp.step == "open" else temp.step) from exc
+                raise self._error(exc, temp.step) from exc
             raise
         assert self._handed is not None
         return self._handed
@@ -187,11 +186,10 @@ class AtomicPath(Writer):
         published = False
         try:
             try:
-                self._step = "commit"
+                temp.step = "commit"  # finish() and publish_from() name their own steps
                 self._fd = self._open_result(temp)
                 temp.adopt(self._fd)
                 temp.finish(self._durable)
-                self._step = "rename"
                 renamed_at = now()
                 temp.publish_from(
                     self._sfd, temp.directory()[2], str(self._handed), not self._overwrite
@@ -202,8 +200,7 @@ class AtomicPath(Writer):
                     raise
                 self._fail(exc)
                 if needs_wrapping(exc):
-                    step = temp.step if self._step != "commit" else "commit"
-                    raise self._error(exc, step) from exc
+                    raise self._error(exc, temp.step) from exc
                 raise
             self._state = COMMITTED
             log = self._log

@@ -506,3 +506,22 @@ def test_no_overwrite_target_that_appears_meanwhile(form: Form, tmp_path: Path) 
     assert info.value.step == "rename"
     assert target.read_text() == "theirs"
     assert listing(tmp_path) == ["t"]
+
+
+def test_steps_name_where_it_failed(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as missing:
+        with atomic_path(tmp_path / "t"):
+            pass
+    assert missing.value.step == "commit"  # type: ignore[attr-defined]
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError) as directory:
+        atomic_path(tmp_path / "d").open()
+    assert directory.value.step == "open"  # type: ignore[attr-defined]
+
+    def hook(target: Path, current: os.stat_result | None) -> int:
+        raise PermissionError(errno.EPERM, "no", str(target))
+
+    with pytest.raises(PermissionError) as refused:
+        atomic_path(tmp_path / "t", permissions=hook).open()
+    assert refused.value.step == "permissions"  # type: ignore[attr-defined]
+    assert listing(tmp_path) == ["d"]
