@@ -509,9 +509,8 @@ def test_no_overwrite_target_that_appears_meanwhile(form: Form, tmp_path: Path) 
 
 
 def test_steps_name_where_it_failed(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError) as missing:
-        with atomic_path(tmp_path / "t"):
-            pass
+    with pytest.raises(FileNotFoundError) as missing, atomic_path(tmp_path / "t"):
+        pass
     assert missing.value.step == "commit"  # type: ignore[attr-defined]
     (tmp_path / "d").mkdir()
     with pytest.raises(IsADirectoryError) as directory:
