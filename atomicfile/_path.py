@@ -75,6 +75,11 @@ class AtomicPath(Writer):
         make_parents: bool = False,
         overwrite: bool = True,
     ) -> None:
+        if os.name == "nt":
+            raise NotImplementedError(
+                "atomic_path needs directory descriptors (POSIX); on Windows write to a "
+                "path of your own beside the target and publish it with atomic_move"
+            )
         given = os.fspath(file)
         text = given if isinstance(given, str) else os.fsdecode(given)
         if "://" in text:
@@ -111,9 +116,9 @@ class AtomicPath(Writer):
         a directory or FIFO at the target, permission denied...); nothing is created then.
         """
         self._begin()
+        from ._local import LocalTemp
         from ._log import EventLog, now
         from ._modes import parse_mode
-        from ._store import LocalTemp
 
         self._log = log = EventLog(self._logger)
         self._start = now()
