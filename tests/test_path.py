@@ -524,3 +524,75 @@ def test_steps_name_where_it_failed(tmp_path: Path) -> None:
         atomic_path(tmp_path / "t", permissions=hook).open()
     assert refused.value.step == "permissions"  # type: ignore[attr-defined]
     assert listing(tmp_path) == ["d"]
+
+
+# -- the lifecycle it shares with every writer (_txn.Writer) --------------------------------
+
+
+def test_log_events(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="atomicfile")
+    with atomic_path(tmp_path / "t") as tmp:
+        tmp.write_text("v")
+    events = [(r.levelno, r.getMessage(), getattr(r, "operation", None)) for r in caplog.records]
+    assert events == [
+        (logging.DEBUG, "Starting atomic write", "atomic_path"),
+        (logging.DEBUG, "Temp file renamed to target", "rename"),
+        (logging.DEBUG, "Temp file cleaned up", "cleanup"),
+        (logging.DEBUG, "Atomic write completed successfully", None),
+    ]
+    caplog.clear()
+    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "t"):
+        pass
+    failed = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [(r.getMessage(), r.error_code, r.operation) for r in failed] == [  # type: ignore[attr-defined]
+        ("Atomic write failed", "ENOENT", "atomic_path")
+    ]
+    assert listing(tmp_path) == ["t"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_publishes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.write_text("old")
+    ap = atomic_path(target)
+    with ap as tmp:
+        tmp.write_text("new")
+        pid = os.fork()
+        if pid == 0:  # the child leaves the block too: the write is the parent's
+            code = 1
+            try:
+                ap.__exit__(None, None, None)  # a clean exit, in the child
+                code = 0 if target.read_text() == "old" and tmp.exists() else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert tmp.read_text() == "new"
+        assert target.read_text() == "old"
+    assert target.read_text() == "new"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_commit_in_a_forked_child_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    ap = atomic_path(target)
+    tmp = ap.open()
+    tmp.write_text("new")
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ap.commit()
+        except RuntimeError as exc:
+            code = 0 if "before a fork()" in str(exc) else 2
+        finally:
+            ap.discard()  # only closes the child's descriptors
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert tmp.read_text() == "new"  # the staging directory is still the parent's
+    ap.commit()
+    assert target.read_text() == "new"
+    assert listing(tmp_path) == ["t"]
