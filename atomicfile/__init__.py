@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ._batch import AtomicBatch
     from ._clean import clean_stale_temps
     from ._directory import AtomicDirectory
+    from ._path import AtomicPath, atomic_path
     from ._update import atomic_update_async
 
 __version__ = "0.2.0"
@@ -27,10 +28,12 @@ __all__ = [
     "AtomicBatch",
     "AtomicDirectory",
     "AtomicFile",
+    "AtomicPath",
     "SessionFileError",
     "__version__",
     "atomic_move",
     "atomic_move_async",
+    "atomic_path",
     "atomic_symlink",
     "atomic_symlink_async",
     "atomic_update",
@@ -56,6 +59,8 @@ _LAZY = {
     "clean_stale_temps": "_clean",
     "AtomicBatch": "_batch",
     "AtomicDirectory": "_directory",
+    "AtomicPath": "_path",
+    "atomic_path": "_path",
 }
 
 

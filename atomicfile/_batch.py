@@ -500,7 +500,8 @@ class AtomicBatch(Writer):
         synced: set[Hashable] = set()
         error: BaseException | None = None
         for entry in order:
-            first = entry.directory not in synced
+            # The file whose write created directories (make_parents) fsyncs their parents.
+            first = entry.directory not in synced or entry.af.made_parents()
             synced.add(entry.directory)
             try:
                 entry.af.complete(self._durable and first)

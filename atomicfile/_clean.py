@@ -66,16 +66,18 @@ def clean_stale_temps(
     mid-write left in `directory`; never those of a writer that is still alive, in this
     process or another.
 
-    Only entries with the exact shape of this library's temp names are considered
-    (`.<target basename>.<16 lowercase hex>.tmp`): regular files; directories with the
-    exact layout of an `AtomicDirectory` staging directory (mode 0700, nothing in it but
-    `tree`, or nothing; removed whole); and symlinks only by age (`older_than`, below);
+    Only entries with the exact shape of this library's temp names are considered (`.<target
+    basename>.<16 lowercase hex>.tmp`): regular files; directories with the exact layout of
+    an `AtomicDirectory` or `atomic_path` staging directory (mode 0700, and in it nothing,
+    or `tree` alone, or only regular files: the target's name and names that extend it, as
+    sqlite's `-journal`; removed whole); and symlinks only by age (`older_than`, below);
     never a FIFO or a device, nor a user's directory that merely has the name's shape, and
     nothing else is ever touched. `recursive=True` also sweeps subdirectories (symlinks to
     directories are not followed, and a staging directory is not searched: it is removed
-    whole or kept whole). `target="name.json"` considers only the temps of that file name
-    (a basename, in every directory swept). `dry_run=True` removes nothing and returns what
-    would be removed. Returns the paths removed (each one the sweep itself unlinked), sorted.
+    whole or kept whole). `target="name.json"` considers only the temps of that file name (a
+    basename, in every directory swept). `dry_run=True` removes nothing and returns what
+    would be removed. Returns the paths removed (each one the sweep itself unlinked),
+    sorted.
 
     How it knows: every writer holds an exclusive `flock` on its temp for the whole write,
     so the sweep opens each candidate (O_NOFOLLOW, non-blocking) relative to its directory's
@@ -461,7 +463,7 @@ def _sweep_staging_dir(dir_fd: int, name: str, before: os.stat_result, dry_run: 
             return "gone"
         if not _same_file(now, opened):
             return "replaced"
-        if not _staging_layout(fd, opened):
+        if not _staging_layout(fd, opened, name):
             return "not a staging directory"
         try:
             # A dry run walks the tree as the removal would, removing nothing: it lists
@@ -479,18 +481,31 @@ def _sweep_staging_dir(dir_fd: int, name: str, before: os.stat_result, dry_run: 
         os.close(fd)
 
 
-def _staging_layout(fd: int, opened: os.stat_result) -> bool:
-    """True only for what `AtomicDirectory` makes (the temp-shaped name is checked by the
-    caller): mode exactly 0700, and nothing in it but `tree` (nothing at all if the writer
-    died before making it). A user's own directory that merely has the name's shape is
-    never removed."""
+def _staging_layout(fd: int, opened: os.stat_result, name: str) -> bool:
+    """True only for what `AtomicDirectory` and `atomic_path` make (the temp-shaped name
+    `.<base>.<hex>.tmp` is checked by the caller): mode exactly 0700, and in it either
+    nothing (the writer died before using it), `tree` alone (`AtomicDirectory`), or only
+    regular files, one of them the target's own name `<base>` and any others named
+    `<base>` followed by more (what the tool wrote beside it: sqlite's `-journal`, `-wal`).
+    A user's own directory that merely has the name's shape is never removed."""
     if stat.S_IMODE(opened.st_mode) != 0o700:
         return False
     try:
         names = _names(fd)
     except OSError:
         return False
-    return names in ([], [STAGING_TREE])
+    if names in ([], [STAGING_TREE]):
+        return True
+    prefix = name[:-20]  # ".<base>." (a long base shortened, as the writer shortened it)
+    bases = [n for n in names if _naming.temp_prefix(n) == prefix]
+    if len(bases) != 1 or not all(n.startswith(bases[0]) for n in names):
+        return False
+    try:
+        return all(
+            stat.S_ISREG(os.stat(n, dir_fd=fd, follow_symlinks=False).st_mode) for n in names
+        )
+    except OSError:
+        return False
 
 
 def _remove_contents(top: int, dev: int, dry_run: bool = False) -> None:

@@ -47,7 +47,8 @@ TARGET is replaced only once standard input has reached its end and the new cont
 disk (fsync, rename, directory fsync). Until then, and if anything fails or the input is
 interrupted (Ctrl-C, SIGTERM, SIGHUP, SIGPIPE, a read error), TARGET keeps its old content and
 no temp file is left. atomicfile cannot tell a producer that died from one that finished:
-both just end the input.
+both just end the input: with --no-empty, an empty input (a producer that failed before
+writing anything) leaves TARGET as it is, and the exit status is 1.
 
 TARGET may be an object, s3://bucket/key (needs the s3 extra): it is replaced when the
 multipart upload completes, and an interrupted write aborts its upload. --mode, --no-fsync
@@ -57,6 +58,7 @@ examples:
   sort -u words.txt | atomicfile write words.txt
   curl -fsS https://example.org/cfg | atomicfile write -v --mode 0644 /etc/app/cfg
   printf 'token\\n' | atomicfile write --no-clobber --mode 0600 token.txt
+  make-report | atomicfile write --no-empty --parents out/2026/report.txt
 """
 
 _CLEAN_EPILOG = """\
@@ -66,7 +68,8 @@ whose lock is free, so it never removes the temp of a running writer. It cannot 
 systems whose locks are not shared between machines (NFS without lockd), nor for writers of
 other libraries that take no lock. Prints the paths removed (or, with --dry-run, that would
 be), one per line; with --print0, each ends with a NUL byte instead (file names may hold
-newlines). Also removes the staging directories of killed AtomicDirectory writers, whole.
+newlines). Also removes the staging directories of killed AtomicDirectory and atomic_path
+writers, whole.
 
 DIR may be s3://bucket/dir: then the incomplete multipart uploads of the keys under dir/
 (never dir2/... nor dir.csv) that started more than --older-than AGE ago are aborted (an
@@ -154,6 +157,18 @@ def _parser() -> _Parser:
         "--no-follow",
         action="store_true",
         help="if TARGET is a symlink, replace the link itself (default: the file it points to)",
+    )
+    write.add_argument(
+        "-p",
+        "--parents",
+        action="store_true",
+        help="create TARGET's missing directories (as mkdir -p; durable with the write)",
+    )
+    write.add_argument(
+        "--no-empty",
+        action="store_true",
+        help="refuse (exit 1) to write empty input: TARGET is left as it is and nothing "
+        "is created (guards `false | atomicfile write f`)",
     )
     write.add_argument(
         "-v", "--verbose", action="store_true", help="show the write's log events on stderr"
@@ -258,6 +273,7 @@ def _write(args: argparse.Namespace) -> int:
             permissions=args.mode,
             durable=not args.no_fsync,
             follow_symlinks=not args.no_follow,
+            make_parents=args.parents,
         )
     except (ValueError, TypeError) as exc:
         _say(f"error: {exc}")
@@ -265,11 +281,20 @@ def _write(args: argparse.Namespace) -> int:
     except ImportError as exc:  # an object store, without the s3 extra
         _say(f"cannot write {target!r}: {exc}")
         return 1
+    first = None
     try:
-        with _InterruptingSignals() as signals, af as file:
-            _copy_input(file)
-            # From here the commit (or the cleanup) runs to its end: a signal waits.
-            signals.hold()
+        with _InterruptingSignals() as signals:
+            if args.no_empty:
+                # The first chunk before anything is created: empty input leaves no temp,
+                # no directory (--parents), no log event.
+                first = _read_input()
+            if first != b"":
+                with af as file:
+                    if first:
+                        file.write(first)
+                    _copy_input(file)
+                    # From here the commit (or the cleanup) runs to its end: a signal waits.
+                    signals.hold()
     except _Interrupted as exc:
         name = signal.Signals(exc.signum).name
         _say(f"interrupted by {name}; {target!r} left unchanged")
@@ -280,16 +305,24 @@ def _write(args: argparse.Namespace) -> int:
     except SessionFileError as exc:
         _say(f"cannot write {target!r}: {_reason(exc)}")
         return 1
+    if first == b"":
+        _say(f"empty input: {target!r} left unchanged (--no-empty)")
+        return 1
     return 0
 
 
+def _read_input() -> bytes:
+    """One chunk of standard input (fd 0, unbuffered); b"" at its end."""
+    try:
+        return os.read(0, _CHUNK)
+    except OSError as exc:
+        raise _InputError(exc) from exc
+
+
 def _copy_input(file: BinaryIO) -> None:
-    """Copy standard input (fd 0, unbuffered) to `file`, one chunk at a time."""
+    """Copy standard input to `file`, one chunk at a time."""
     while True:
-        try:
-            chunk = os.read(0, _CHUNK)
-        except OSError as exc:
-            raise _InputError(exc) from exc
+        chunk = _read_input()
         if not chunk:
             return
         file.write(chunk)

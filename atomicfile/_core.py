@@ -204,6 +204,7 @@ class AtomicFile(Writer, Generic[_F]):
         storage_options: dict[str, Any] | None = None,
         lock: bool = False,
         timeout: float | None = None,
+        make_parents: bool = False,
     ) -> None:
         self._mode = parsed = parse_mode(mode)
         if not isinstance(buffering, int) or isinstance(buffering, bool):
@@ -253,6 +254,10 @@ class AtomicFile(Writer, Generic[_F]):
         self._follow = bool(follow_symlinks)
         self._file: IO[Any] | None = None
         self._temp: Temp | None = None
+        if make_parents:
+            # Object stores have no directories: a key's prefix needs no creating, so the
+            # option is accepted there and does nothing.
+            self._make_parents = True
         if lock is not False or timeout is not None:
             if not isinstance(lock, bool):
                 raise TypeError(f"lock must be True or False, not {type(lock).__name__}")
@@ -287,6 +292,8 @@ class AtomicFile(Writer, Generic[_F]):
     _locking = False
     _timeout: float | None = None
     _lock: TargetLock | None = None
+    #: make_parents=True: a local write creates the target's missing directories.
+    _make_parents = False
     #: The async form waited for the lock already (between sleeps on its loop).
     _lock_waited = False
     #: perf_counter() readings for the DEBUG events' durations, taken only when DEBUG is on.
@@ -353,6 +360,8 @@ class AtomicFile(Writer, Generic[_F]):
         if log.debug:  # only the DEBUG events report durations
             self._start = _log.now()
         self._temp = temp = self.store.temp(self.path, self._mode, self._follow, log, self._dirs)
+        if self._make_parents and isinstance(temp, LocalTemp):
+            temp.parents = []
         return temp
 
     def _take_lock(self, timeout: float | None) -> bool:
@@ -670,6 +679,12 @@ class AtomicFile(Writer, Generic[_F]):
                 self._end(DISCARDED, None)
             else:
                 self._fail(cause)
+
+    def made_parents(self) -> bool:
+        """After open(): whether this write created its target's directories
+        (make_parents=True); its `complete()` then fsyncs their parents too."""
+        temp = self._temp
+        return isinstance(temp, LocalTemp) and bool(temp.parents)
 
     def is_exclusive(self) -> bool:
         """An 'x' write: its target must not exist when it is published."""

@@ -83,7 +83,8 @@ class AtomicDirectory(Writer):
     current_stat) -> int`), `logger`, `durable` (default True), `keep_old`, `fallback`
     (where no atomic exchange exists: False raises, True replaces in two renames with an
     instant where the target is missing; the old tree waits as `.<name>.<16 hex>.old`
-    in between, which the sweep never removes).
+    in between, which the sweep never removes), `make_parents` (create the parent's
+    missing directories, as `os.makedirs`; durable with the tree).
 
     Raises `ValueError`/`TypeError` for bad arguments before any I/O, and
     `SessionFileError` (also the builtin subclass `open()` would raise:
@@ -115,6 +116,8 @@ class AtomicDirectory(Writer):
     _parent_stat: os.stat_result | None = None
     _step = "open"
     _start = 0.0
+    #: make_parents=True: a list, then the directories a new one was made in (`_parents`).
+    _parents: list[int] | None = None
 
     def __init__(
         self,
@@ -125,6 +128,7 @@ class AtomicDirectory(Writer):
         durable: bool = True,
         keep_old: bool = False,
         fallback: bool = False,
+        make_parents: bool = False,
     ) -> None:
         _permissions.check(permissions)
         text = os.fsdecode(os.fspath(path))
@@ -141,6 +145,8 @@ class AtomicDirectory(Writer):
         self._durable = bool(durable)
         self._keep_old = bool(keep_old)
         self._fallback = bool(fallback)
+        if make_parents:
+            self._parents = []
         #: The kept old tree (`keep_old=True`) after a commit that replaced one.
         self.old_path: Path | None = None
 
@@ -181,7 +187,15 @@ class AtomicDirectory(Writer):
         def __enter__(self) -> Path: ...
 
     def _open(self) -> None:
-        self._dfd = dfd = os.open(self._dir or os.curdir, _fs.DIR_FLAGS_FOLLOW)
+        try:
+            self._dfd = dfd = os.open(self._dir or os.curdir, _fs.DIR_FLAGS_FOLLOW)
+        except FileNotFoundError:
+            if self._parents is None:
+                raise
+            from ._parents import make_dirs
+
+            dfd, self._parents = make_dirs(self._dir)
+            self._dfd = dfd
         self._parent_stat = parent = os.fstat(dfd)
         try:
             st: os.stat_result | None = os.stat(self._base, dir_fd=dfd, follow_symlinks=False)
@@ -212,7 +226,7 @@ class AtomicDirectory(Writer):
         # The new tree: private while it fills, its mode is set at commit.
         os.mkdir(STAGING_TREE, 0o700, dir_fd=sfd)
         self._tfd = tfd = os.open(STAGING_TREE, _fs.DIR_FLAGS, dir_fd=sfd)
-        self._handed = _bound_path(tfd, os.path.join(self._temp_path, STAGING_TREE))
+        self._handed = bound_path(tfd, os.path.join(self._temp_path, STAGING_TREE))
         log = self._log
         if log.debug:
             from ._log import DEBUG, STARTED
@@ -230,33 +244,7 @@ class AtomicDirectory(Writer):
         Between our mkdir and our flock a sweep may find it unlocked: if the sweep holds
         the lock, the directory is the sweep's to remove; if the sweep removed it already,
         the name is gone or names something else. Either way we never work in it."""
-        dfd = self._dfd
-        try:
-            sfd = os.open(name, _fs.DIR_FLAGS, dir_fd=dfd)
-        except (FileNotFoundError, NotADirectoryError):
-            return -1
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:  # a symlink put at the name
-                return -1
-            raise
-        try:
-            mine = os.fstat(sfd)
-            theirs = mine.st_dev != parent.st_dev or mine.st_uid != _permissions.euid()
-            if theirs or _fs.try_lock(sfd) is False:
-                os.close(sfd)
-                return -1
-            # Locked: make sure the name still leads to it (not removed meanwhile).
-            try:
-                now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except FileNotFoundError:
-                now = None
-        except BaseException:
-            os.close(sfd)
-            raise
-        if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
-            os.close(sfd)
-            return -1
-        return sfd
+        return claim(self._dfd, name, parent)
 
     def _check_target(self, st: os.stat_result, parent: os.stat_result) -> None:
         if stat.S_ISLNK(st.st_mode):
@@ -322,7 +310,12 @@ class AtomicDirectory(Writer):
                 try:
                     if self._top_changed:
                         _fs.fsync_dir(self._tfd)
-                    if not _fs.fsync_dir(self._dfd):
+                    synced = _fs.fsync_dir(self._dfd)
+                    if self._parents:
+                        from ._parents import sync_parents
+
+                        synced = sync_parents(self._parents) and synced
+                    if not synced:
                         self._warn_dir_sync()
                 except OSError as exc:
                     late = late or (exc, "fsync directory")
@@ -354,7 +347,7 @@ class AtomicDirectory(Writer):
         self._step = "chmod"
         final = self._final_mode
         if final is None:
-            final = 0o777 & ~_umask()  # what mkdir would have given
+            final = 0o777 & ~umask()  # what mkdir would have given
         self._final_mode = final
         self._owner = self._owner_to_give(os.fstat(self._tfd))
         self._narrow = final & ~(_SETID | 0o070) if self._owner is not None else final
@@ -614,6 +607,9 @@ class AtomicDirectory(Writer):
             fd = getattr(self, attr)
             setattr(self, attr, -1)
             _fs.close_quietly(fd)
+        if self._parents:
+            parents, self._parents = self._parents, []
+            _fs.close_quietly(*parents)
 
     def _log_failure(self, exc: BaseException) -> None:
         from ._log import ERROR, FAILED, error_code
@@ -711,7 +707,7 @@ def _remove(dir_fd: int, name: str) -> bool | OSError:
     return True
 
 
-def _bound_path(fd: int, by_name: str) -> Path:
+def bound_path(fd: int, by_name: str) -> Path:
     """A path to the directory open as `fd` that resolves through the descriptor, not
     through names another user may change: `/proc/<pid>/fd/<fd>` (child processes of the
     same user reach it too). Where /proc doesn't lead there (no /proc: macOS, BSD), the
@@ -733,7 +729,7 @@ def _kept_name(base: str) -> str:
     return _naming.temp_name(base, _naming.token())[: -len(".tmp")] + ".old"
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it where /proc says it (Linux 4.7+)."""
     try:
         with open("/proc/self/status", "rb") as f:
@@ -755,3 +751,34 @@ def _rename_new(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
         if exc.errno == errno.ENOTEMPTY:
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from exc
         raise
+
+
+def claim(dfd: int, name: str, parent: os.stat_result) -> int:
+    """Open and lock the staging directory just made as `name` in `dfd` (`AtomicDirectory`,
+    `atomic_path`): its descriptor, or -1 when it is no longer ours to use."""
+    try:
+        sfd = os.open(name, _fs.DIR_FLAGS, dir_fd=dfd)
+    except (FileNotFoundError, NotADirectoryError):
+        return -1
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a symlink put at the name
+            return -1
+        raise
+    try:
+        mine = os.fstat(sfd)
+        theirs = mine.st_dev != parent.st_dev or mine.st_uid != _permissions.euid()
+        if theirs or _fs.try_lock(sfd) is False:
+            os.close(sfd)
+            return -1
+        # Locked: make sure the name still leads to it (not removed meanwhile).
+        try:
+            now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+    except BaseException:
+        os.close(sfd)
+        raise
+    if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
+        os.close(sfd)
+        return -1
+    return sfd

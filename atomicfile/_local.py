@@ -70,10 +70,29 @@ class LocalTemp:
     """One write's temp file in the target's directory, and the steps that publish it."""
 
     __slots__ = (
-        "_base", "_created", "_dfd", "_dir", "_dir_fsync", "_dir_stat", "_dirs", "_fd", "_keep",
+        "_base",
+        "_created",
+        "_dfd",
+        "_dir",
+        "_dir_fsync",
+        "_dir_stat",
+        "_dirs",
+        "_fd",
+        "_keep",
         "_log",
-        "_mode", "_own_dfd", "_src", "_xattrs", "final_mode", "follow", "path", "step",
-        "target_stat", "temp_name", "temp_path", "temp_stat",
+        "_mode",
+        "_own_dfd",
+        "_src",
+        "_xattrs",
+        "final_mode",
+        "follow",
+        "parents",
+        "path",
+        "step",
+        "target_stat",
+        "temp_name",
+        "temp_path",
+        "temp_stat",
     )  # fmt: skip
 
     def __init__(
@@ -104,6 +123,10 @@ class LocalTemp:
         self.final_mode: int | None = None
         self.temp_name = ""
         self.temp_path: str | None = None
+        #: None, or make_parents=True: a list (`[]` to start) that creates the directory
+        #: where it is missing and then holds the directories a new directory was made in,
+        #: deepest first (fsynced after the rename when durable; see `_parents`).
+        self.parents: list[int] | None = None
 
     # -- names -------------------------------------------------------------------------
 
@@ -135,8 +158,7 @@ class LocalTemp:
                     try:
                         self._bind(self._dir)
                     except OSError as err:
-                        # open() names the file it was asked for, not its directory.
-                        raise OSError(err.errno, err.strerror, path) from None
+                        self._bind_missing(err)
                 st = self._lstat()
                 if st is not None and stat.S_ISLNK(st.st_mode):
                     st = self._through_link(st)
@@ -154,8 +176,32 @@ class LocalTemp:
             try:
                 self._bind(self._dir)
             except OSError as err:
-                raise OSError(err.errno, err.strerror, self.path) from None
+                self._bind_missing(err)
         return self._dfd, self._base
+
+    def _bind_missing(self, err: OSError) -> None:
+        """Binding the target's directory failed with `err`: with `make_parents` and a
+        missing directory, create it and bind that; else the error as `open()` gives it
+        (naming the file it was asked for, not its directory). Only this failure path pays
+        for make_parents."""
+        if err.errno == errno.ENOENT and self.parents is not None:
+            self._bind_made()  # its error names the component in the way
+            return
+        raise OSError(err.errno, err.strerror, self.path) from None
+
+    def _bind_made(self) -> None:
+        """make_parents=True and the directory is missing: create it (`_parents`), and bind
+        the descriptor that walk ends with (the path is not resolved again)."""
+        from ._parents import make_dirs
+
+        fd, self.parents = make_dirs(self._dir or ".")
+        dirs = self._dirs
+        self._own_dfd = dirs is None
+        self._dir_stat = None
+        if dirs is None:
+            self._dfd, self._dir_fsync = fd, True
+        else:
+            self._dfd, self._dir_fsync, self._dir_stat = dirs.add(fd, True)
 
     def _bind(self, directory: str) -> None:
         """Open `directory` as the one all later names are relative to."""
@@ -218,7 +264,9 @@ class LocalTemp:
         if not self.follow:
             if kind != "w":
                 # 'a'/'r+' would read through the link: what O_NOFOLLOW gives open().
-                raise _error(errno.ELOOP, self.path)
+                raise _error(
+                    errno.ELOOP, self.path, _NO_FOLLOW_READ.format("a" if kind == "a" else "r+")
+                )
             return None  # the link itself is replaced; it has no mode worth keeping
         # What the kernel resolves, with its protections (fs.protected_symlinks: EACCES, as
         # open() gets), is the file we must end up replacing.
@@ -357,6 +405,8 @@ class LocalTemp:
                 self._new_name(name_max)
                 continue
             except OSError as err:
+                if err.errno in (errno.EACCES, errno.EPERM):
+                    raise self._cannot_create(err) from None
                 if err.errno != errno.ENAMETOOLONG or name_max != _naming.NAME_MAX:
                     err.filename = self.temp_path  # the full path, not the name at the fd
                     raise
@@ -388,6 +438,18 @@ class LocalTemp:
             self._close_fd()
             self._new_name(name_max)
         raise FileExistsError(errno.EEXIST, "No free temp file name", self.temp_path)
+
+    def _cannot_create(self, err: OSError) -> OSError:
+        """EACCES/EPERM creating the temp: the bare temp name says nothing to the user;
+        name the directory it was to be made in, and the target."""
+        where = self._dir or "."
+        return PermissionError(
+            err.errno,
+            f"{err.strerror}: can't create a temp file in the directory {where!r} to replace "
+            f"{self.path!r} (the new content is written beside the target, then renamed over "
+            "it: the directory must be writable)",
+            where,
+        )
 
     def _note_unlocked(self) -> None:
         directory = self._dir
@@ -572,15 +634,87 @@ class LocalTemp:
             # The error names what the user can find: full paths, not the bare names
             # given relative to the directory fd.
             err.filename, err.filename2 = self.temp_path, join(self._dir, self._base)
+            if err.errno == errno.EBUSY:
+                self._explain_busy(err)
             raise
         self._created = leftover
         return leftover
 
+    # -- atomic_path: a file another program wrote, published with this write's policy ----
+
+    def directory(self) -> tuple[int, str, str]:
+        """After `inspect()`: the bound directory's descriptor, its path and the target's
+        name in it (where `atomic_path` puts its staging directory)."""
+        return self._dfd, self._dir, self._base
+
+    def plan(self, permissions: Permissions) -> None:
+        """What `create()` decides before a temp exists (the final mode, the target's
+        access xattrs), for a file this write does not create itself (`atomic_path`). A new
+        target's default, 0o644 less the umask, is made explicit: that file was not created
+        with it."""
+        self.step = "permissions"
+        target = self.target_stat
+        self._keep = permissions is None
+        final = _permissions.final_mode(permissions, join(self._dir, self._base), target, file=True)
+        if final is None:
+            from ._directory import umask
+
+            final = _permissions.NEW_FILE_MODE & ~umask()
+        self.final_mode = final
+        if target is not None and _HAS_XATTRS:
+            self._read_xattrs()
+
+    def adopt(self, fd: int) -> None:
+        """Take `fd` (a regular file, open) as this write's temp: `finish()` then gives it
+        the owner, xattrs and mode as it gives a temp of ours, and fsyncs it. It is not
+        ours to unlink by name: `remove()` leaves it (its directory is removed whole)."""
+        self._fd = fd
+        self.temp_stat = os.fstat(fd)
+
+    def publish_from(self, src_dir_fd: int, name: str, shown: str, exclusive: bool) -> None:
+        """Rename `name` in the directory `src_dir_fd` over the target, in one step (both
+        directories are held open: no name is resolved from a path string); `exclusive`:
+        only if there is no target (EEXIST, checked atomically). `shown`: the source's path
+        for the error. (The link fallback of `exclusive` leaves `name` for its caller,
+        whose staging directory goes whole.)"""
+        self.step = "rename"
+        try:
+            if exclusive:
+                _fs.rename_noreplace_between(src_dir_fd, name, self._dfd, self._base)
+            else:
+                os.replace(name, self._base, src_dir_fd=src_dir_fd, dst_dir_fd=self._dfd)
+        except OSError as err:
+            err.filename, err.filename2 = shown, join(self._dir, self._base)
+            if err.errno == errno.EBUSY:
+                self._explain_busy(err)
+            raise
+
+    def _explain_busy(self, err: OSError) -> None:
+        """EBUSY from the rename: when the target is the root of a mount (a single file
+        bind-mounted: Docker's `-v cfg.json:/app/cfg.json`, a Kubernetes subPath), raise
+        the error that says so and what to do; else return (the error stays as it is)."""
+        if not _O_PATH:
+            return
+        try:
+            fd = os.open(self._base, _O_PATH | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=self._dfd)
+        except OSError:
+            return
+        try:
+            mounted = _fs.is_mount_root(fd)
+        finally:
+            os.close(fd)
+        if mounted:
+            raise OSError(errno.EBUSY, _MOUNTED, err.filename, None, err.filename2) from err
+
     def sync_dir(self) -> bool:
         """Make the rename durable. False where the file system (or our access) can't."""
-        if not self._dir_fsync:
-            return False
-        return _fs.fsync_dir(self._dfd)
+        synced = self._dir_fsync and _fs.fsync_dir(self._dfd)
+        if self.parents:
+            # make_parents created directories: each one's name, deepest first (`_parents`).
+            from ._parents import sync_parents
+
+            synced = sync_parents(self.parents) and synced
+        return synced
 
     # -- the end -----------------------------------------------------------------------
 
@@ -614,6 +748,10 @@ class LocalTemp:
         if not self._own_dfd:
             dfd = -1  # none, or the batch's, closed by the batch
         _fs.close_quietly(temp, src, dfd)
+        made = self.parents
+        if made:
+            self.parents = []
+            _fs.close_quietly(*made)
 
     def forget(self) -> None:
         """In a forked child: the write is the parent's. Close our copies, touch nothing."""
@@ -643,6 +781,17 @@ def file_object(
     return file  # type: ignore[no-any-return]
 
 
+_NO_FOLLOW_READ = (
+    "The target is a symbolic link and follow_symlinks=False: mode {!r} starts from the "
+    "target's content, which would be read through the link (what O_NOFOLLOW refuses); "
+    "pass follow_symlinks=True to write the file it points to, or use mode 'w' to replace "
+    "the link itself"
+)
+_MOUNTED = (
+    "The target is a mount point (a single file mounted on its own, as Docker's "
+    "-v file:file or a Kubernetes subPath does): a rename can't replace it, so no atomic "
+    "replace exists there; mount the directory that holds the file instead and write in it"
+)
 _ACL_ACCESS = "system.posix_acl_access"
 _KEPT_XATTRS = frozenset({_ACL_ACCESS, "security.selinux"})
 _OWNER, _ACL = "owner", "acl"

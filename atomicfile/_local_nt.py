@@ -51,8 +51,21 @@ class LocalTemp:
     """One write's temp file beside the target, by full paths (see the module docstring)."""
 
     __slots__ = (
-        "_base", "_created", "_dir", "_fd", "_log", "_mode", "final_mode", "follow", "path",
-        "step", "target_stat", "temp_name", "temp_path", "temp_stat",
+        "_base",
+        "_created",
+        "_dir",
+        "_fd",
+        "_log",
+        "_mode",
+        "final_mode",
+        "follow",
+        "parents",
+        "path",
+        "step",
+        "target_stat",
+        "temp_name",
+        "temp_path",
+        "temp_stat",
     )  # fmt: skip
 
     def __init__(
@@ -71,6 +84,8 @@ class LocalTemp:
         self.final_mode: int | None = None
         self.temp_name = ""
         self.temp_path: str | None = None
+        #: make_parents=True: `[]` (Windows has no directory fsync: nothing is kept in it).
+        self.parents: list[int] | None = None
 
     def _full(self, name: str) -> str:
         return os.path.join(self._dir, name)
@@ -89,6 +104,8 @@ class LocalTemp:
             problem = _error(errno.EISDIR, path)
         else:
             try:
+                if self.parents is not None and self._dir and not os.path.isdir(self._dir):
+                    os.makedirs(self._dir, exist_ok=True)  # no *at calls on Windows
                 problem = self._check_target(self._resolve())
             except OSError as err:
                 problem = err

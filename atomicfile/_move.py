@@ -31,7 +31,12 @@ _OPERATION = "atomic move"
 
 
 def atomic_move(
-    src: StrOrBytesPath, dst: StrOrBytesPath, *, overwrite: bool = True, durable: bool = True
+    src: StrOrBytesPath,
+    dst: StrOrBytesPath,
+    *,
+    overwrite: bool = True,
+    durable: bool = True,
+    make_parents: bool = False,
 ) -> None:
     """Move the regular file `src` to `dst` in one step: `dst` holds its old content (or
     is absent) until it holds all of `src`'s, never a part; a power loss after the return
@@ -41,7 +46,8 @@ def atomic_move(
     file that appears meanwhile is never replaced). A symlink at `dst` is replaced itself.
     Across file systems `src` is copied into a temp beside `dst` (its mode bits, owner and
     group where the process may set them, and its times), published, and only then
-    removed; the copy takes time, `dst` still changes in one step.
+    removed; the copy takes time, `dst` still changes in one step. `make_parents=True`
+    creates `dst`'s missing directories (as `os.makedirs`; durable with the move).
 
     Raises `SessionFileError` (also the builtin subclass: `FileNotFoundError` for a missing
     `src` or directory, `FileExistsError`, `IsADirectoryError` when `src` or `dst` is a
@@ -52,7 +58,7 @@ def atomic_move(
     """
     move = _Move(os.fsdecode(os.fspath(src)), os.fsdecode(os.fspath(dst)))
     try:
-        move.run(overwrite, durable)
+        move.run(overwrite, durable, make_parents)
     except OSError as err:
         raise SessionFileError(move.dst, _OPERATION, err, move.step) from err
     finally:
@@ -71,11 +77,24 @@ class _Move:
                 raise ValueError(f"atomic_move moves a file: {path!r} names a directory")
         self.step = "open directory"
         self.src_dfd = self.dst_dfd = self.fd = -1
+        #: make_parents=True: the directories a new directory of dst's was made in.
+        self.parents: list[int] = []
 
-    def run(self, overwrite: bool, durable: bool) -> None:
+    def run(self, overwrite: bool, durable: bool, make_parents: bool = False) -> None:
         self.src_dfd = os.open(self.src_dir or ".", _DIR_FLAGS)
         same_dir = self.dst_dir == self.src_dir
-        self.dst_dfd = self.src_dfd if same_dir else os.open(self.dst_dir or ".", _DIR_FLAGS)
+        if same_dir:
+            self.dst_dfd = self.src_dfd
+        else:
+            try:
+                self.dst_dfd = os.open(self.dst_dir or ".", _DIR_FLAGS)
+            except FileNotFoundError:
+                if not make_parents:
+                    raise
+                self.step = "make directories"
+                from ._parents import make_dirs
+
+                self.dst_dfd, self.parents = make_dirs(self.dst_dir)
         self.step = "open"
         self.fd = self._open_source()
         if durable:
@@ -93,8 +112,16 @@ class _Move:
         if durable:
             self.step = "fsync directory"
             _fs.fsync_dir(self.dst_dfd)
+            self._sync_parents()
             if not same_dir:
                 _fs.fsync_dir(self.src_dfd)  # the source's name is gone: make that durable
+
+    def _sync_parents(self) -> None:
+        """make_parents created directories for dst: each one's name, deepest first."""
+        if self.parents:
+            from ._parents import sync_parents
+
+            sync_parents(self.parents)
 
     def _open_source(self) -> int:
         try:
@@ -159,6 +186,7 @@ class _Move:
         if durable:
             self.step = "fsync directory"
             _fs.fsync_dir(dfd)
+            self._sync_parents()
         self.step = "remove source"
         # The name is removed only if it still is the file copied: a file put there
         # meanwhile is someone else's.
@@ -196,7 +224,7 @@ class _Move:
 
     def close(self) -> None:
         dst_dfd = self.dst_dfd if self.dst_dfd != self.src_dfd else -1
-        _fs.close_quietly(self.fd, self.src_dfd, dst_dfd)
+        _fs.close_quietly(self.fd, self.src_dfd, dst_dfd, *self.parents)
 
 
 def _keep_metadata(src_fd: int, fd: int) -> None:
@@ -220,10 +248,19 @@ def _keep_metadata(src_fd: int, fd: int) -> None:
 
 
 async def atomic_move_async(
-    src: StrOrBytesPath, dst: StrOrBytesPath, *, overwrite: bool = True, durable: bool = True
+    src: StrOrBytesPath,
+    dst: StrOrBytesPath,
+    *,
+    overwrite: bool = True,
+    durable: bool = True,
+    make_parents: bool = False,
 ) -> None:
     """`atomic_move` as a coroutine: the whole move (a copy, across file systems) runs as
     one worker-thread job, which a cancellation lets finish before it is raised."""
     from ._async import current_runtime
 
-    await current_runtime().run(lambda: atomic_move(src, dst, overwrite=overwrite, durable=durable))
+    await current_runtime().run(
+        lambda: atomic_move(
+            src, dst, overwrite=overwrite, durable=durable, make_parents=make_parents
+        )
+    )

@@ -24,6 +24,9 @@ class TargetOptions(TypedDict, total=False):
     fs: Any
     #: Options for the file system of an URL target, as `fsspec.open` takes them.
     storage_options: dict[str, Any] | None
+    #: Create the target's missing directories as `os.makedirs` would (default False, as
+    #: `open()`); durable with the write. Object stores have none: it does nothing there.
+    make_parents: bool
 
 
 class WriteOptions(TargetOptions, total=False):

@@ -30,14 +30,21 @@ _OPERATION = "atomic symlink"
 _NOT_A_DIRECTORY = "Is a directory: atomic_symlink replaces a symlink or a file, never a directory"
 
 
-def atomic_symlink(target: StrOrBytesPath, link: StrOrBytesPath, *, durable: bool = True) -> None:
+def atomic_symlink(
+    target: StrOrBytesPath,
+    link: StrOrBytesPath,
+    *,
+    durable: bool = True,
+    make_parents: bool = False,
+) -> None:
     """Make `link` a symlink to `target` in one step: a reader sees the old link (or file)
     or the new link, never no `link` at all.
 
     `link` may be missing, a symlink (replaced itself, never followed) or a file.
     `target` is stored as given (relative to the link's directory when relative), and need
     not exist. `durable=True` (default) fsyncs the directory after the rename, so the new
-    link survives a power loss (a symlink can't be fsynced itself).
+    link survives a power loss (a symlink can't be fsynced itself). `make_parents=True`
+    creates the link's missing directories (as `os.makedirs`; durable with the link).
 
     Raises `SessionFileError` (an `OSError`, also the builtin subclass such as
     `IsADirectoryError` when `link` is a real directory, `FileNotFoundError` when its
@@ -52,8 +59,16 @@ def atomic_symlink(target: StrOrBytesPath, link: StrOrBytesPath, *, durable: boo
     if not dest:
         raise ValueError("target must not be empty")
     step = "open directory"
+    parents: list[int] = []
     try:
-        dfd = os.open(directory or ".", _DIR_FLAGS)
+        try:
+            dfd = os.open(directory or ".", _DIR_FLAGS)
+        except FileNotFoundError:
+            if not make_parents:
+                raise
+            from ._parents import make_dirs
+
+            dfd, parents = make_dirs(directory)
     except OSError as err:
         raise SessionFileError(link_path, _OPERATION, err, step) from err
     try:
@@ -62,10 +77,14 @@ def atomic_symlink(target: StrOrBytesPath, link: StrOrBytesPath, *, durable: boo
         if durable:
             step = "fsync directory"
             _fs.fsync_dir(dfd)  # False where the file system has no directory fsync
+            if parents:
+                from ._parents import sync_parents
+
+                sync_parents(parents)
     except OSError as err:
         raise SessionFileError(link_path, _OPERATION, err, step) from err
     finally:
-        os.close(dfd)
+        _fs.close_quietly(dfd, *parents)
 
 
 def _switch(dfd: int, directory: str, base: str, dest: str) -> None:
@@ -119,10 +138,16 @@ def _unlink_quietly(dfd: int, name: str) -> None:
 
 
 async def atomic_symlink_async(
-    target: StrOrBytesPath, link: StrOrBytesPath, *, durable: bool = True
+    target: StrOrBytesPath,
+    link: StrOrBytesPath,
+    *,
+    durable: bool = True,
+    make_parents: bool = False,
 ) -> None:
     """`atomic_symlink` as a coroutine: the whole switch runs as one worker-thread job,
     which a cancellation lets finish before it is raised (asyncio or trio)."""
     from ._async import current_runtime
 
-    await current_runtime().run(lambda: atomic_symlink(target, link, durable=durable))
+    await current_runtime().run(
+        lambda: atomic_symlink(target, link, durable=durable, make_parents=make_parents)
+    )

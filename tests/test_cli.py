@@ -285,7 +285,10 @@ def test_permission_denied(tmp_path: Path) -> None:
     (locked / "t").write_bytes(b"old")
     done = run("write", locked / "t", stdin=b"new", cmd=[*UNPRIVILEGED, *MODULE])
     assert done.returncode == 1
-    assert "Permission denied [EACCES]" in one_line(done.stderr)
+    # Issue 21: the temp's directory and the target are named, not the bare temp name.
+    line = one_line(done.stderr)
+    assert f"Permission denied: can't create a temp file in the directory {str(locked)!r}" in line
+    assert line.endswith("the directory must be writable) [EACCES]\n")
     assert (locked / "t").read_bytes() == b"old"
     assert listing(locked) == ["t"]
 
@@ -597,3 +600,91 @@ def test_main_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert listing(tmp_path) == [stale.name]
     assert main(["clean", str(tmp_path / "missing")]) == 1
     assert "cannot clean" in capsys.readouterr().err
+
+
+# -- write --no-empty, --parents (issue 21, item 6) -------------------------------------------
+
+
+def test_no_empty_refuses_empty_input(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "t").write_bytes(b"old")
+    false = subprocess.Popen(["false"], stdout=subprocess.PIPE)
+    done = subprocess.run(
+        [*command, "write", "--no-empty", str(tmp_path / "t")],
+        stdin=false.stdout,
+        capture_output=True,
+    )
+    assert false.stdout is not None
+    false.stdout.close()
+    assert false.wait() == 1
+    assert (done.returncode, done.stdout) == (1, b"")
+    line = one_line(done.stderr)
+    assert line.endswith(f"empty input: {str(tmp_path / 't')!r} left unchanged (--no-empty)\n")
+    assert (tmp_path / "t").read_bytes() == b"old"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_no_empty_with_no_target_creates_nothing(tmp_path: Path) -> None:
+    # The input is read before anything is created: no temp, no directory (--parents).
+    done = run("write", "--no-empty", "--parents", tmp_path / "d" / "t")
+    assert done.returncode == 1
+    assert "empty input" in one_line(done.stderr)
+    assert listing(tmp_path) == []
+
+
+def test_no_empty_writes_any_input(tmp_path: Path) -> None:
+    (tmp_path / "t").write_bytes(b"old")
+    done = run("write", "--no-empty", tmp_path / "t", stdin=b"\n")
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert (tmp_path / "t").read_bytes() == b"\n"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_no_empty_append(tmp_path: Path) -> None:
+    (tmp_path / "t").write_bytes(b"old")
+    done = run("write", "--no-empty", "-a", tmp_path / "t")
+    assert done.returncode == 1
+    assert "empty input" in one_line(done.stderr)
+    assert (tmp_path / "t").read_bytes() == b"old"
+    assert listing(tmp_path) == ["t"]
+
+
+def test_no_empty_verbose_says_one_line(tmp_path: Path) -> None:
+    done = run("write", "-v", "--no-empty", tmp_path / "t")
+    assert done.returncode == 1
+    assert "empty input" in one_line(done.stderr)  # no write began: no log event
+    assert listing(tmp_path) == []
+
+
+def test_no_empty_large_input(tmp_path: Path) -> None:
+    (tmp_path / "t").write_bytes(b"old")
+    payload = os.urandom(3 << 20)  # more than one chunk: the first is not lost
+    done = run("write", "--no-empty", "--parents", tmp_path / "t", stdin=payload)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert (tmp_path / "t").read_bytes() == payload
+    assert listing(tmp_path) == ["t"]
+
+
+def test_parents(tmp_path: Path, command: list[str]) -> None:
+    done = run("write", "--parents", "a/b/t", stdin=b"v", cmd=command, cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert (tmp_path / "a" / "b" / "t").read_bytes() == b"v"
+    assert listing(tmp_path) == ["a"]
+    done = run("write", "-p", "c/t", stdin=b"v", cwd=tmp_path)
+    assert done.returncode == 0
+    assert listing(tmp_path) == ["a", "c"]
+
+
+def test_without_parents_a_missing_directory_fails(tmp_path: Path) -> None:
+    done = run("write", tmp_path / "a" / "t", stdin=b"v")
+    assert done.returncode == 1
+    assert "No such file or directory" in one_line(done.stderr)
+    assert listing(tmp_path) == []
+
+
+def test_parents_with_a_file_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"file")
+    done = run("write", "--parents", tmp_path / "a" / "b" / "t", stdin=b"v")
+    assert done.returncode == 1
+    assert "Not a directory" in one_line(done.stderr)
+    assert listing(tmp_path) == ["a"]
+    assert (tmp_path / "a").read_bytes() == b"file"

@@ -312,3 +312,31 @@ async def update_async(p: str) -> None:
     assert_type(await atomic_update_async(p, lambda old: old or b"", binary=True), bytes)
     async with AtomicFile(p, "wb", lock=True) as f:
         assert_type(f, AsyncFile[bytes])
+
+
+def helpers(p: str) -> None:
+    from atomicfile import AtomicBatch, AtomicDirectory, AtomicPath, atomic_path
+
+    with AtomicFile(p, "wb", make_parents=True) as f:
+        assert_type(f, io.BufferedWriter)
+    atomic_write(p, "x", make_parents=True)
+    assert_type(atomic_update(p, lambda old: "", make_parents=True), str)
+    with AtomicDirectory(p, make_parents=True) as d:
+        assert_type(d, Path)
+    with AtomicBatch() as batch:
+        batch.write(p, "x", make_parents=True)
+        assert_type(batch.open(p, "wb", make_parents=True), io.BufferedWriter)
+    assert_type(atomic_path(p), AtomicPath)
+    with atomic_path(Path(p), permissions=0o600, make_parents=True, durable=False) as tmp:
+        assert_type(tmp, Path)
+    atomic_path(p, make_parents="yes")  # type: ignore[arg-type]
+    atomic_path(p, "wb")  # type: ignore[call-arg, arg-type]  # keyword-only options
+    AtomicFile(p, make_parents=1.5)  # type: ignore[call-overload]
+
+
+async def helpers_async(p: str) -> None:
+    from atomicfile import atomic_path
+
+    async with atomic_path(p) as tmp:
+        assert_type(tmp, Path)
+    await atomic_write_async(p, b"x", make_parents=True)
