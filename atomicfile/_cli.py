@@ -19,6 +19,7 @@ from . import __version__
 from ._clean import clean_stale_temps
 from ._core import AtomicFile
 from ._errors import SessionFileError
+from ._store import resolve
 
 PROG = "atomicfile"
 # Read standard input in 1 MiB pieces: memory stays constant whatever the input's size.
@@ -187,8 +188,9 @@ def _parser() -> _Parser:
     )
     clean.add_argument(
         "--older-than", metavar="AGE", type=_remote_age, default=None,
-        help="s3://bucket/dir only (required there): abort the incomplete uploads under dir/ "
-        "started more than AGE ago (90s, 30m, 24h, 7d)",
+        help="required for s3://bucket/dir: abort the incomplete uploads under dir/ started "
+        "more than AGE ago (90s, 30m, 24h, 7d); in a local DIR, keep what changed more "
+        "recently than AGE",
     )  # fmt: skip
     return parser
 
@@ -349,17 +351,17 @@ class _InterruptingSignals:
 
 def _clean(args: argparse.Namespace) -> int:
     directory: str = args.directory
-    usage = _remote_usage(args) if "://" in directory else None
-    if usage is not None:
-        _say(f"error: {usage}")
-        return 2
     try:
-        if "://" in directory or args.older_than is not None:  # a remote prefix's uploads
-            removed = clean_stale_temps(directory, older_than=args.older_than, dry_run=args.dry_run)
-        else:
-            removed = clean_stale_temps(
-                directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run
-            )
+        # The store that holds DIR says how it is swept (no I/O yet).
+        store, _ = resolve(directory)
+        usage = _age_usage(args) if store.sweeps_by_age else None
+        if usage is not None:
+            _say(f"error: {usage}")
+            return 2
+        removed = clean_stale_temps(
+            directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run,
+            older_than=args.older_than,
+        )  # fmt: skip
     except (ValueError, TypeError) as exc:
         _say(f"error: {exc}")
         return 2
@@ -393,8 +395,8 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remote_usage(args: argparse.Namespace) -> str | None:
-    """What is wrong with `clean`'s options for an s3:// prefix, if anything."""
+def _age_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with `clean`'s options for a store swept by age (an s3:// prefix)."""
     if args.recursive or args.target is not None:
         return ("--recursive and --target apply to a local directory; an s3:// prefix is "
                 "swept with every key under it")  # fmt: skip
