@@ -178,3 +178,25 @@ def test_memory_store_conflict_is_retried() -> None:
     assert atomic_update(url, fn) == "b+"
     assert seen == ["a", "b"] and fs.cat(url) == b"b+"
     fs.rm(url)
+
+
+def test_cli_update_of_an_object(bucket: Bucket) -> None:
+    """`atomicfile update s3://… -- COMMAND`: COMMAND's output replaces the object; a
+    failing COMMAND changes nothing and its status is the exit status."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, AWS_ENDPOINT_URL=bucket.endpoint)
+    bucket.put("key", b"41")
+    update = [sys.executable, "-m", "atomicfile", "update", bucket.url(), "--", sys.executable]
+    bump = "import sys; print(int(sys.stdin.read() or 0) + 1)"
+    done = subprocess.run([*update, "-c", bump], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert bucket.get() == b"42\n"
+    fail = "import sys; sys.stdin.read(); print('partial'); sys.exit(5)"
+    done = subprocess.run([*update, "-c", fail], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 5
+    assert done.stderr.decode().count("\n") == 1 and "exited with status 5" in done.stderr.decode()
+    assert bucket.get() == b"42\n"
+    assert bucket.keys() == ["key"] and bucket.uploads() == []
