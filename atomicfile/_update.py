@@ -57,8 +57,10 @@ def _writer(
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
         ):
             raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+    elif not af.store.lockable:
+        raise NotImplementedError("atomic_update needs flock(2): POSIX only for now")
     else:
-        af._use_lock(timeout)  # or the ValueError that says why the store can't lock
+        af._use_lock(timeout)
     return af
 
 
