@@ -108,19 +108,30 @@ def clean_stale_temps(
     left by a crash: a symlink can't be locked, so its age is all there is to go by; a
     sweep without `older_than` never touches a symlink).
 
-    An `s3://bucket/prefix` URL sweeps the incomplete multipart uploads under it instead,
-    aborting those started more than `older_than` (seconds or a timedelta; required there)
-    ago; `storage_options` configure s3fs. See `_remote_clean`.
+    An `s3://bucket/prefix` URL (or a UPath of one) sweeps the incomplete multipart uploads
+    under it instead, aborting those started more than `older_than` (seconds or a
+    timedelta; required there) ago; `storage_options` configure s3fs. The store that holds
+    `directory` (`_store.resolve`) says how it is swept: see `sweep` here, and `_s3`.
     """
-    if isinstance(directory, str) and "://" in directory:
-        from ._remote_clean import clean_remote
+    from ._store import resolve
 
-        return clean_remote(
-            directory, older_than=older_than, dry_run=dry_run, logger=logger,
-            storage_options=storage_options,
-        )  # fmt: skip
-    if storage_options is not None:
-        raise ValueError("storage_options apply to a remote (s3://) prefix")
+    store, where = resolve(directory, storage_options=storage_options)
+    return store.sweep(
+        where, recursive=recursive, target=target, dry_run=dry_run, logger=logger,
+        older_than=older_than,
+    )  # fmt: skip
+
+
+def sweep(
+    directory: StrOrBytesPath,
+    *,
+    recursive: bool,
+    target: str | None,
+    dry_run: bool,
+    logger: AnyLogger | None,
+    older_than: float | timedelta | None,
+) -> list[str]:
+    """The local store's sweep of `directory` (see `clean_stale_temps`)."""
     max_age = None if older_than is None else _seconds(older_than)
     from ._log import EventLog
 

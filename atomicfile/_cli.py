@@ -1,4 +1,5 @@
-"""The `atomicfile` command: `write` (a safe `sponge`) and `clean` (the stale-temp sweep).
+"""The `atomicfile` command: `write` (a safe `sponge`), `update` (read-modify-write through a
+command, with no update lost) and `clean` (the stale-temp sweep).
 
 Loaded only when the command runs, so it may import argparse and logging freely.
 """
@@ -6,19 +7,21 @@ Loaded only when the command runs, so it may import argparse and logging freely.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO, Literal, NoReturn
 
 from . import __version__
 from ._clean import clean_stale_temps
 from ._core import AtomicFile
 from ._errors import SessionFileError
+from ._store import resolve
 
 PROG = "atomicfile"
 # Read standard input in 1 MiB pieces: memory stays constant whatever the input's size.
@@ -35,11 +38,13 @@ examples:
   sort data.txt | atomicfile write data.txt       sort a file in place, safely
   jq '.debug = true' cfg.json | atomicfile write cfg.json
   make-secret | atomicfile write --mode 0600 --no-clobber secret.key
+  atomicfile update app.json -- jq '.runs += 1'   an update no concurrent one can lose
   atomicfile clean --recursive --dry-run /srv/data   list stale temp files
   atomicfile clean /srv/data                       remove them
 
 exit status: 0 on success; 1 if the write or the sweep failed (the target is then untouched);
-2 for a usage error; 128+N if signal N (Ctrl-C: 130) interrupted the input.
+2 for a usage error; 128+N if signal N (Ctrl-C: 130) interrupted the input; for update, the
+COMMAND's own status if it failed.
 """
 
 _WRITE_EPILOG = """\
@@ -59,6 +64,29 @@ examples:
   curl -fsS https://example.org/cfg | atomicfile write -v --mode 0644 /etc/app/cfg
   printf 'token\\n' | atomicfile write --no-clobber --mode 0600 token.txt
   make-report | atomicfile write --no-empty --parents out/2026/report.txt
+"""
+
+_UPDATE_EPILOG = """\
+COMMAND runs with FILE's current content on its standard input; what it prints on its
+standard output replaces FILE atomically and durably, as with write. A FILE that does not
+exist yet gives COMMAND an empty standard input (and is created). If COMMAND fails (a
+non-zero exit status, or killed by a signal), FILE is left unchanged and update exits with
+COMMAND's status (128+N for signal N). COMMAND's standard error is passed through.
+
+No update is lost: for a local FILE, update holds a lock on it (flock, no lock file) from
+before the read until the new content is published, so concurrent `atomicfile update`s of
+one FILE (and atomic_update() in Python, and lock=True writers) run one after the other,
+each reading what the previous one wrote. --timeout SECONDS bounds the wait for the lock
+(then exit 1, COMMAND not run). Writers that take no lock are not held back.
+
+FILE may be an object, s3://bucket/key (needs the s3 extra): there are no locks, so the
+final write is conditional on the ETag that was read; if another writer changed the object
+meanwhile, COMMAND runs again on the new content, until --timeout (then exit 1).
+
+examples:
+  atomicfile update app.json -- jq '.runs += 1'
+  atomicfile update --timeout 10 hosts -- sort -u
+  atomicfile update counter -- sh -c 'echo $(( $(cat) + 1 ))'
 """
 
 _CLEAN_EPILOG = """\
@@ -174,6 +202,29 @@ def _parser() -> _Parser:
         "-v", "--verbose", action="store_true", help="show the write's log events on stderr"
     )
 
+    update = commands.add_parser(
+        "update",
+        help="replace FILE with what COMMAND makes of its content, losing no concurrent update",
+        description="Run COMMAND with FILE's content on standard input and replace FILE with "
+        "its output,\natomically, under a lock: a read-modify-write that no concurrent one "
+        "can undo.",
+        epilog=_UPDATE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    update.add_argument("target", metavar="FILE", help="the file to update, or s3://bucket/key")
+    update.add_argument(
+        "argv", metavar="-- COMMAND ...", nargs=argparse.REMAINDER,
+        help="the command (after --) that turns the old content into the new",
+    )  # fmt: skip
+    update.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS", default=None,
+        help="give up (exit 1) if FILE's lock is not had, or an object keeps changing, "
+        "within SECONDS (default: wait)",
+    )  # fmt: skip
+    update.add_argument(
+        "-v", "--verbose", action="store_true", help="show the write's log events on stderr"
+    )
+
     clean = commands.add_parser(
         "clean",
         help="remove the temp files of killed writers from DIR",
@@ -202,10 +253,21 @@ def _parser() -> _Parser:
     )
     clean.add_argument(
         "--older-than", metavar="AGE", type=_remote_age, default=None,
-        help="s3://bucket/dir only (required there): abort the incomplete uploads under dir/ "
-        "started more than AGE ago (90s, 30m, 24h, 7d)",
+        help="required for s3://bucket/dir: abort the incomplete uploads under dir/ started "
+        "more than AGE ago (90s, 30m, 24h, 7d); in a local DIR, keep what changed more "
+        "recently than AGE",
     )  # fmt: skip
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
 
 
 def _remote_age(text: str) -> float:
@@ -228,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _log_to_stderr()
         if args.command == "write":
             return _write(args)
+        if args.command == "update":
+            return _update(args)
         return _clean(args)
     except KeyboardInterrupt:
         # Outside a write's input (a write handles its own): nothing was changed.
@@ -372,9 +436,84 @@ class _InterruptingSignals:
         if self._active:
             signal.pthread_sigmask(signal.SIG_BLOCK, self._caught)
 
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """Lets the signals through while the block runs a child (one raises
+        `_Interrupted` there), then holds them again. SIGPIPE is ignored meanwhile, as
+        Python has it: a child that doesn't read its input is not an interruption."""
+        if not self._active:
+            yield
+            return
+        pipe = getattr(signal, "SIGPIPE", None)
+        previous: Any = None
+        if pipe is not None and pipe in self._caught:
+            previous = signal.signal(pipe, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self._caught)
+        try:
+            yield
+        finally:
+            self.hold()
+            if pipe is not None and previous is not None:
+                signal.signal(pipe, previous)
+
     def _interrupt(self, signum: int, frame: object) -> None:
         self.hold()
         raise _Interrupted(signum)
+
+
+# -- update ---------------------------------------------------------------------------------
+
+
+class _CommandFailed(Exception):
+    """COMMAND exited with a non-zero status: nothing is published."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _update(args: argparse.Namespace) -> int:
+    target: str = args.target
+    argv: list[str] = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not argv:
+        _say(f"error: no COMMAND: {PROG} update FILE -- COMMAND ... (see '{PROG} update -h')")
+        return 2
+    import subprocess
+
+    from ._update import atomic_update
+
+    def run(old: bytes | None) -> bytes:
+        # A signal interrupts the wait for the lock, the read and COMMAND (which gets it
+        # too, and is killed); none stays blocked for COMMAND (exec keeps the mask). Once
+        # COMMAND has succeeded, signals wait until the commit (or a retry's COMMAND).
+        with signals.released():
+            done = subprocess.run(argv, input=old or b"", stdout=subprocess.PIPE, check=False)
+        if done.returncode != 0:
+            raise _CommandFailed(done.returncode)
+        return done.stdout
+
+    try:
+        with _InterruptingSignals() as signals:
+            atomic_update(target, run, binary=True, timeout=args.timeout)
+    except _CommandFailed as exc:
+        status = exc.status if exc.status > 0 else 128 - exc.status  # -N: killed by signal N
+        _say(f"{argv[0]} exited with status {status}; {target!r} left unchanged")
+        return status
+    except _Interrupted as exc:
+        name = signal.Signals(exc.signum).name
+        _say(f"interrupted by {name}; {target!r} left unchanged")
+        return 128 + exc.signum
+    except (ValueError, TypeError) as exc:  # no I/O yet: options or a store that don't fit
+        _say(f"error: {exc}")
+        return 2
+    except ImportError as exc:  # an object store, without its extra
+        _say(f"cannot update {target!r}: {exc}")
+        return 1
+    except OSError as exc:  # COMMAND not found, the lock's timeout, the write failing
+        what = f"run {argv[0]!r}" if exc.filename == argv[0] else f"update {target!r}"
+        _say(f"cannot {what}: {_reason(exc)}")
+        return 127 if isinstance(exc, FileNotFoundError) and exc.filename == argv[0] else 1
+    return 0
 
 
 # -- clean ----------------------------------------------------------------------------------
@@ -382,17 +521,17 @@ class _InterruptingSignals:
 
 def _clean(args: argparse.Namespace) -> int:
     directory: str = args.directory
-    usage = _remote_usage(args) if "://" in directory else None
-    if usage is not None:
-        _say(f"error: {usage}")
-        return 2
     try:
-        if "://" in directory or args.older_than is not None:  # a remote prefix's uploads
-            removed = clean_stale_temps(directory, older_than=args.older_than, dry_run=args.dry_run)
-        else:
-            removed = clean_stale_temps(
-                directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run
-            )
+        # The store that holds DIR says how it is swept (no I/O yet).
+        store, _ = resolve(directory)
+        usage = _age_usage(args) if store.sweeps_by_age else None
+        if usage is not None:
+            _say(f"error: {usage}")
+            return 2
+        removed = clean_stale_temps(
+            directory, recursive=args.recursive, target=args.target, dry_run=args.dry_run,
+            older_than=args.older_than,
+        )  # fmt: skip
     except (ValueError, TypeError) as exc:
         _say(f"error: {exc}")
         return 2
@@ -426,8 +565,8 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
-def _remote_usage(args: argparse.Namespace) -> str | None:
-    """What is wrong with `clean`'s options for an s3:// prefix, if anything."""
+def _age_usage(args: argparse.Namespace) -> str | None:
+    """What is wrong with `clean`'s options for a store swept by age (an s3:// prefix)."""
     if args.recursive or args.target is not None:
         return ("--recursive and --target apply to a local directory; an s3:// prefix is "
                 "swept with every key under it")  # fmt: skip

@@ -1,5 +1,6 @@
-"""An object store's side of an atomic write (see `_store.Temp`): S3 through s3fs, and
-fsspec's memory file system.
+"""What the object stores' writes share (see `_store.Temp`): the store and temp bases, the
+local spool, the conditions, the error mapping and the exit hook. Each store has its own
+module (`_s3`, `_memory`); `_store.resolve()` picks it.
 
 An object store has no rename, but it publishes an object in one step: a PUT, or the
 completion of a multipart upload. Until then readers see the old object (or none). So the
@@ -8,39 +9,29 @@ aborting the upload. Nothing here uses `fs.open()` or `fs.transaction`: a transa
 belongs to the shared, cached file-system instance, so one thread's commit would publish
 another thread's half-written file. Each write holds its own upload and ends it itself.
 
-Two shapes of temp:
-- 'w' and 'x' without '+' stream: what the user writes fills a buffer of one part
-  (the file system's block size, 50 MiB for s3fs by default); each full part is uploaded
-  while the block runs, so memory does not grow with the object's size. A write that never
-  fills a part is one PUT at the commit (as fast as `fs.pipe`).
-- 'a', 'r+' and every '+' mode need to read and seek: the temp is an anonymous local file
-  (in `$TMPDIR`) that starts as a copy of the object and is uploaded at the commit.
-  The memory file system always takes this shape.
+'a', 'r+' and every '+' mode need to read and seek: their temp is an anonymous local file
+(in `$TMPDIR`, the spool) that starts as a copy of the object and is uploaded at the
+commit. A store may stream the other modes instead (`_s3`).
 
-The commit is conditional where the store can check a condition: 'x' sends
-`If-None-Match: *` (also for empty content), and 'a'/'r+' send `If-Match: <the ETag read>`
-so that a concurrent update is reported (`ESTALE`) instead of lost; an 'a' of a key that did
-not exist sends `If-None-Match: *`. A failed commit aborts the upload.
+The commit is conditional (`RemoteTemp.expected`): 'x' only if there is no object (also
+for empty content); 'a'/'r+' only if the object is still the version the copy came from
+(else `ESTALE`, a concurrent update reported instead of lost), or still absent if there
+was none; `atomic_update` makes any write conditional on the version it read
+(`RemoteStore.expect`). A failed commit aborts the upload.
 
-Every request is sent on the file system's event loop (fsspec's I/O thread) and awaited
-from the writer's thread as a future that is kept: when the wait is interrupted (Ctrl-C, the
-CLI's SIGTERM) while CreateMultipartUpload is on the wire, `remove()` still collects the
-upload's id from that future and aborts the upload. Writes still open when the interpreter
-exits are aborted by an exit hook, while that thread still runs; later in the shutdown it
-is gone, and no request is attempted (waiting for one would never end).
+Writes still open when the interpreter exits are aborted by an exit hook (`track`), while
+fsspec's I/O thread still runs; later in the shutdown it is gone, and no request is
+attempted (waiting for one would never end).
 
-The protocol's state machine, log events and error wrapping stay in `_core`.
+The protocol's state machine, log events and error wrapping stay in the writers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import concurrent.futures
 import errno
 import io
 import os
-import sys
 import threading
 import weakref
 
@@ -48,148 +39,73 @@ from . import _fs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from datetime import timedelta
     from typing import IO, Any
 
-    from ._log import EventLog
+    from ._log import AnyLogger, EventLog
     from ._modes import Mode
     from ._permissions import Permissions
 
-SUPPORTED = "s3:// (s3fs), memory:// (fsspec's memory file system) and local files"
-EXTRA = "pip install 'pyatomicfile[s3]'"
-#: S3's smallest part (all but the last); a part size below it is raised to it.
-MIN_PART = 5 * 2**20
-#: Protocols fsspec knows, for the error given when fsspec is not installed at all.
-_FSSPEC_NAMES = frozenset({
-    "s3", "s3a", "gs", "gcs", "gcsfs", "az", "abfs", "abfss", "adl", "memory", "http",
-    "https", "hdfs", "webhdfs", "sftp", "ftp", "ssh", "github", "git", "zip", "tar", "hf",
-    "dbfs", "oci", "oss", "r2", "wasb",
-})  # fmt: skip
-_LOCAL_PROTOCOLS = ("file", "local")
-#: The memory file system's check-then-publish runs under this lock (one process).
-_memory_lock = threading.Lock()
 #: Writes whose upload was started and is not yet completed or aborted (see `_abort_at_exit`).
-_open_uploads: weakref.WeakSet[RemoteTemp] = weakref.WeakSet()
+_open_uploads: weakref.WeakSet[Any] = weakref.WeakSet()
 _exit_hook = False
 _exit_hook_lock = threading.Lock()
+
+
+class _Any:
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+#: "Whatever is there": a write that publishes without a condition ('w').
+ANY: Any = _Any()
 
 
 # -- choosing the store ---------------------------------------------------------------------
 
 
-class Target:
-    """A remote target, resolved once in `AtomicFile.__init__`: its store and key."""
-
-    __slots__ = ("fs", "key", "kind", "url")
-    #: An upload commits alone: no shared durability point with local temps.
-    batchable = False
-    #: No locks on an object: its writes are conditional instead (If-Match).
-    lockable = False
-
-    def __init__(self, fs: Any, key: str, kind: str, url: str) -> None:
-        self.fs = fs
-        self.key = key
-        self.kind = kind  # "s3" or "memory"
-        self.url = url
-
-    def temp(
-        self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None
-    ) -> RemoteTemp:
-        return RemoteTemp(self, mode, log)
+def describe(file: Any) -> str:
+    """The target as error messages name it."""
+    return repr(str(file)) if not isinstance(file, bytes) else repr(file)
 
 
-def _missing_extra(what: str, exc: ImportError) -> ImportError:
-    err = ImportError(f"writing to {what} needs fsspec, s3fs and universal-pathlib: {EXTRA}")
+def missing_extra(what: str, extra: str, exc: ImportError) -> ImportError:
+    """`extra`: what to install, and how."""
+    err = ImportError(f"writing to {what} needs {extra}")
     err.__cause__ = exc
     return err
 
 
-def _protocol_of(fs: Any) -> tuple[str, ...]:
+def protocols_of(fs: Any) -> tuple[str, ...]:
     protocol = getattr(fs, "protocol", ())
     return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
-def _kind(fs: Any, what: str) -> str | None:
-    """'s3' or 'memory' for a supported store, None for fsspec's local file system."""
-    protocols = _protocol_of(fs)
-    if "s3" in protocols and type(fs).__module__.startswith("s3fs"):
-        return "s3"
-    if "memory" in protocols and type(fs).__module__.startswith("fsspec"):
-        return "memory"
-    if any(p in _LOCAL_PROTOCOLS for p in protocols):
-        return None
-    name = protocols[0] if protocols else type(fs).__name__
-    raise ValueError(
-        f"AtomicFile can't write {what}: the {name!r} file system is not supported "
-        f"(its abort is not verified); supported are {SUPPORTED}"
-    )
-
-
-def resolve(
-    file: Any,
-    fs: Any,
-    storage_options: dict[str, Any] | None,
-    permissions: Permissions,
-    durable: bool,
-    follow_symlinks: bool,
-) -> Target | str:
-    """The store for `file`: a `Target`, or a `str` path for the local store. Raises
-    `ValueError` (unsupported store, options that mean nothing for an object) or
-    `ImportError` (the `s3` extra is missing) before any I/O."""
-    what = repr(str(file)) if not isinstance(file, bytes) else repr(file)
-    local: str | None = None
-    if storage_options is not None and not isinstance(storage_options, dict):
-        raise TypeError(f"storage_options must be a dict, not {type(storage_options).__name__}")
+def file_system(
+    file: Any, fs: Any, storage_options: dict[str, Any] | None, extra: str
+) -> tuple[Any, str, str]:
+    """The file system, key and URL of a target that `_store.resolve()` found to be in an
+    object store: a UPath, a path with `fs=`, or a URL (fsspec and the store's package
+    imported only now; `extra`: the install command named when they are missing)."""
     if type(file).__module__.startswith("upath"):
-        if fs is not None or storage_options is not None:
-            raise ValueError("a UPath carries its own file system: don't pass fs= or "
-                             "storage_options= with it")  # fmt: skip
-        if not file.protocol or file.protocol in _LOCAL_PROTOCOLS:
-            local = file.path
-        else:
-            fs, key, url = file.fs, file.path, str(file)
-    elif fs is not None:
-        if storage_options is not None:
-            raise ValueError("storage_options configure a file system: give them to it, "
-                             "not beside fs=")  # fmt: skip
-        if not isinstance(file, str):
-            raise TypeError(f"with fs=, the target must be a str path, not {type(file).__name__}")
+        return file.fs, str(file.path), str(file)
+    if fs is not None:
         key = fs._strip_protocol(file)
-        url = fs.unstrip_protocol(key) if hasattr(fs, "unstrip_protocol") else file
-        if _kind(fs, what) is None:
-            local = key
-    elif isinstance(file, str) and "://" in file:
-        protocol = file.partition("://")[0]
-        if protocol in _LOCAL_PROTOCOLS:
-            local = file.partition("://")[2]
-        else:
-            try:
-                import fsspec
-            except ImportError as exc:
-                if protocol in _FSSPEC_NAMES:
-                    raise _missing_extra(what, exc) from None
-                return _plain(file, storage_options)
-            from fsspec.registry import known_implementations, registry
+        return fs, key, fs.unstrip_protocol(key) if hasattr(fs, "unstrip_protocol") else file
+    try:
+        import fsspec
 
-            if protocol not in known_implementations and protocol not in registry:
-                return _plain(file, storage_options)  # a local name that has '://' in it
-            if protocol not in ("s3", "s3a", "memory"):
-                raise ValueError(f"AtomicFile can't write {what}: the {protocol!r} store is "
-                                 f"not supported; supported are {SUPPORTED}")  # fmt: skip
-            try:
-                fs, key = fsspec.core.url_to_fs(file, **(storage_options or {}))
-            except ImportError as exc:
-                raise _missing_extra(what, exc) from None
-            url = file
-    else:
-        return _plain(file, storage_options)
-    if local is not None:
-        return str(local)
-    kind = _kind(fs, what)
-    if kind is None:
-        return str(key)
+        fs, key = fsspec.core.url_to_fs(file, **(storage_options or {}))
+    except ImportError as exc:
+        raise missing_extra(describe(file), extra, exc) from None
+    return fs, str(key), file
+
+
+def refuse_local_options(what: str, permissions: Any, durable: bool, follow: bool) -> None:
+    """Options that mean nothing for an object: a ValueError before any I/O."""
     for name, bad in (
         ("permissions", permissions is not None),
-        ("follow_symlinks=False", not follow_symlinks),
+        ("follow_symlinks=False", not follow),
         ("durable=False", not durable),
     ):
         if bad:
@@ -197,16 +113,64 @@ def resolve(
                 f"{name} means nothing for an object in a store ({what}): leave it out "
                 "(an object has no mode bits nor links, and a completed upload is durable)"
             )
-    return Target(fs, key, kind, url)
 
 
-def _plain(file: Any, storage_options: dict[str, Any] | None) -> str:
-    if storage_options is not None:
+class RemoteStore:
+    """An object store's target: its file system, key and URL; what a store module's
+    `resolve()` returns. Subclasses make the temps (`temp()`), read an object with its
+    version (`read()`), and sweep what killed writers left (`sweep()`)."""
+
+    __slots__ = ("expected", "fs", "key", "url")
+    #: An upload commits alone: no shared durability point with local temps.
+    batchable = False
+    #: No locks on an object: its writes are conditional instead (If-Match).
+    lockable = False
+
+    def __init__(self, fs: Any, key: str, url: str) -> None:
+        self.fs = fs
+        self.key = key
+        self.url = url
+        #: The version a 'w' write through this store must replace (`expect`).
+        self.expected: Any = ANY
+
+    #: `atomic_update` reads a version (`read()`) and writes on condition (`expect()`).
+    conditional = True
+    #: An upload has no lock that shows a live writer: only its age tells (`sweep`).
+    sweeps_by_age = True
+
+    def sweep(
+        self, where: Any, *, recursive: bool, target: str | None, dry_run: bool,
+        logger: AnyLogger | None, older_than: float | timedelta | None,
+    ) -> list[str]:  # fmt: skip
+        """Abort what killed writers left under this prefix, started more than
+        `older_than` ago (required); every key under it is swept (`recursive` or not)."""
+        if target is not None:
+            raise ValueError(f"target= applies to a local directory; the sweep of {self.url!r} "
+                             "takes every key under it")  # fmt: skip
+        return self.sweep_prefix(seconds(older_than), dry_run, logger)
+
+    def sweep_prefix(self, older_than: float, dry_run: bool, logger: AnyLogger | None) -> list[str]:
+        raise NotImplementedError
+
+    def expect(self, version: Any) -> None:
+        """Make the writes through this store publish only over `version` (as `read()`
+        returned it; None: only if there is no object), else fail with ESTALE/EEXIST."""
+        self.expected = version
+
+
+def seconds(older_than: float | timedelta | None) -> float:
+    """`older_than` as seconds; a remote sweep must be given one (never a live upload)."""
+    if older_than is None:
         raise ValueError(
-            "storage_options apply to an fsspec URL (such as 's3://bucket/key'), "
-            f"not to the local path {os.fsdecode(os.fspath(file))!r}"
+            "a remote sweep needs older_than (seconds or a timedelta): an upload has no lock "
+            "that tells a live writer from a dead one, only its age"
         )
-    return os.fsdecode(os.fspath(file))
+    value = (
+        older_than.total_seconds() if hasattr(older_than, "total_seconds") else float(older_than)
+    )
+    if not value >= 0:
+        raise ValueError(f"older_than must be >= 0, not {older_than!r}")
+    return value
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -236,6 +200,10 @@ _BY_CODE = {
     "403": errno.EACCES,
     "AllAccessDisabled": errno.EACCES,
 }
+
+#: What a failed condition is reported as: the object changed (If-Match), it exists
+#: (If-None-Match), or another conditional write was under way (S3's 409).
+CONFLICTS = frozenset({errno.ESTALE, errno.EEXIST, errno.EAGAIN})
 
 
 def store_error(exc: BaseException, url: str, condition: str | None = None) -> OSError:
@@ -286,180 +254,51 @@ def _errno_in_chain(exc: BaseException) -> int:
     return errno.EIO
 
 
-# -- the stores ------------------------------------------------------------------------------
-
-
-class _S3:
-    """The S3 requests one write makes, through s3fs's client (its retries, its errors)."""
-
-    def __init__(self, target: Target) -> None:
-        self.fs = fs = target.fs
-        self.url = target.url
-        bucket, key, _ = fs.split_path(target.key)
-        self.where = {"Bucket": bucket, "Key": key}
-        self.part_size = max(int(getattr(fs, "blocksize", 0) or 0), MIN_PART)
-
-    def call(self, method: str, condition: str | None = None, **kwargs: Any) -> Any:
-        return self.answer(self.submit(method, **kwargs), condition)
-
-    def submit(self, method: str, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        """Send one request; `answer()` waits for it. Apart, so that a caller whose wait is
-        interrupted still holds the request, and can collect its answer later."""
-        return self._run(self.fs._call_s3, method, **self.where, **kwargs)
-
-    def _run(self, func: Any, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
-        loop = self.fs.loop
-        if sys.is_finalizing() or loop.is_closed():
-            # fsspec's thread stops with the interpreter: a wait for it would never end.
-            why = "the interpreter is exiting"
-        elif _running_loop() is loop:
-            why = "called on fsspec's own I/O thread, which can't wait for itself"
-        else:
-            return asyncio.run_coroutine_threadsafe(func(*args, **kwargs), loop)
-        raise OSError(errno.ECANCELED, f"no request can be sent: {why}", self.url)
-
-    def answer(self, future: concurrent.futures.Future[Any], condition: str | None = None) -> Any:
-        """The request's answer; its error as the builtin `OSError` (see `store_error`)."""
-        while future not in concurrent.futures.wait((future,), timeout=1).done:
-            pass  # a wake-up each second: a signal another thread received is handled here
-        try:
-            return future.result()
-        except Exception as exc:
-            if not is_store_error(exc):
-                raise  # a bug or a bad option (TypeError...): not the store's answer
-            raise store_error(exc, self.url, condition) from exc
-
-    def head(self) -> str | None:
-        """The object's ETag, None if there is no object."""
-        try:
-            return str(self.call("head_object")["ETag"])
-        except FileNotFoundError:
-            return None
-
-    def read_into(self, fd: int) -> str | None:
-        """Copy the object into `fd`; its ETag, None (nothing written) if there is none."""
-        try:
-            response = self.call("get_object")
-        except FileNotFoundError:
-            return None
-        body = response["Body"]
-        try:
-            while chunk := self.answer(self._run(body.read, 2**20)):
-                _write_all(fd, chunk)  # the spool's own errors (ENOSPC...) as they are
-        finally:
-            body.close()
-        return str(response["ETag"])
-
-    def part(self, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
-        done = self.call("upload_part", UploadId=upload_id, PartNumber=number, Body=data)
-        return {"PartNumber": number, "ETag": done["ETag"]}
-
-    def put(self, data: bytes, condition: dict[str, str]) -> None:
-        self.call("put_object", _name(condition), Body=data, **condition)
-
-    def complete(
-        self, upload_id: str, parts: list[dict[str, Any]], condition: dict[str, str]
-    ) -> None:
-        self.call(
-            "complete_multipart_upload",
-            _name(condition),
-            UploadId=upload_id,
-            MultipartUpload={"Parts": parts},
-            **condition,
-        )
-
-    def abort(self, upload_id: str) -> None:
-        self.call("abort_multipart_upload", UploadId=upload_id)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _name(condition: dict[str, str]) -> str | None:
-    return "If-Match" if "IfMatch" in condition else "If-None-Match" if condition else None
-
-
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-class _PartWriter(io.RawIOBase):
-    """The raw file under a streaming write: fills one part in memory and uploads each full
-    part as the next part of the write's multipart upload. `close()` publishes nothing."""
-
-    def __init__(self, temp: RemoteTemp, name: str | bytes) -> None:
-        super().__init__()
-        self._temp = temp
-        self.name = name
-        self.mode = "wb"
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        if self.closed:
-            raise ValueError("write to closed file")
-        temp = self._temp
-        if temp.ended:  # never a new upload after the abort (the exit hook's, say)
-            raise temp.aborted()
-        view = memoryview(data).cast("B")
-        temp.buffer += view
-        temp.written += len(view)
-        if len(temp.buffer) >= temp.store.part_size:  # type: ignore[union-attr]
-            temp.upload_full_parts()
-        return len(view)
 
 
 # -- the temp --------------------------------------------------------------------------------
 
 
 class RemoteTemp:
-    """One write to an object store: an upload not yet completed, or a local spool file."""
+    """One write to an object store, on a local spool file; a store's temp subclasses it
+    with `_version()`, `_read_into(fd)` and `publish()` (and may stream instead of
+    spooling)."""
 
-    __slots__ = (
-        "__weakref__", "_etag", "_existed", "_fd", "_log", "_mode", "buffer", "ended", "parts",
-        "starting", "step", "store", "target", "temp_path", "upload_id", "written",
-    )  # fmt: skip
+    __slots__ = ("__weakref__", "_existed", "_fd", "_log", "_mode", "_version_read", "step",
+                 "target", "temp_path")  # fmt: skip
 
-    def __init__(self, target: Target, mode: Mode, log: EventLog) -> None:
+    def __init__(self, target: RemoteStore, mode: Mode, log: EventLog) -> None:
         self.target = target
         self._mode = mode
         self._log = log
         self.step = "open"
         self.temp_path: str | None = None
-        self.store: _S3 | None = _S3(target) if target.kind == "s3" else None
         self._fd = -1
-        self._etag: Any = None  # the ETag (S3) or the object (memory) the copy came from
+        self._version_read: Any = None  # the version the 'a'/'r+' copy came from
         self._existed = False
-        self.buffer = bytearray()
-        self.written = 0
-        self.parts: list[dict[str, Any]] = []
-        self.upload_id: str | None = None
-        #: The CreateMultipartUpload request until its answer is collected.
-        self.starting: concurrent.futures.Future[Any] | None = None
-        #: Removed (aborted, discarded): nothing more is written nor published.
-        self.ended = False
 
-    @property
-    def _streams(self) -> bool:
-        return self.store is not None and self._mode.kind in "wx" and not self._mode.plus
+    def _version(self) -> Any:
+        """The object's version now; None if there is no object."""
+        raise NotImplementedError
+
+    def _read_into(self, fd: int) -> Any:
+        """Copy the object into `fd`; its version, None (nothing written) if there is none."""
+        raise NotImplementedError
 
     # -- open --------------------------------------------------------------------------
 
     def inspect(self) -> OSError | None:
-        """'x' finds no object, 'r+' finds one (as `open()` would say); one HEAD each.
+        """'x' finds no object, 'r+' finds one (as `open()` would say); one look each.
         'w' asks nothing: a missing bucket is reported by the first upload."""
         kind = self._mode.kind
         if kind not in "xr":
             return None
         try:
-            exists = self._exists()
+            exists = self._version() is not None
         except OSError as exc:
             return exc
         if kind == "x" and exists:
@@ -468,16 +307,8 @@ class RemoteTemp:
             return OSError(errno.ENOENT, os.strerror(errno.ENOENT), self.target.url)
         return None
 
-    def _exists(self) -> bool:
-        if self.store is not None:
-            return self.store.head() is not None
-        fs = self.target.fs
-        return fs._strip_protocol(self.target.key) in fs.store
-
     def create(self, permissions: Permissions) -> None:
         self.step = "create temp"
-        if self._streams:
-            return
         import tempfile
 
         fd, name = tempfile.mkstemp(prefix=".atomicfile-", suffix=".tmp")
@@ -485,140 +316,47 @@ class RemoteTemp:
         self._fd = fd
         if self._mode.needs_copy:
             self.step = "copy"
-            self._etag = self._copy_in(fd)
+            self._version_read = version = self._read_into(fd)
+            self._existed = version is not None
+            if version is None and self._mode.kind == "r":
+                raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), self.target.url)
             os.lseek(fd, 0, os.SEEK_SET)
             if self._mode.kind == "a":
                 import fcntl
 
                 fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
 
-    def _copy_in(self, fd: int) -> Any:
-        if self.store is not None:
-            etag = self.store.read_into(fd)
-        else:
-            fs = self.target.fs
-            with _memory_lock:
-                etag = fs.store.get(fs._strip_protocol(self.target.key))
-            if etag is not None:
-                _write_all(fd, etag.getvalue())
-        self._existed = etag is not None
-        if etag is None and self._mode.kind == "r":
-            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), self.target.url)
-        return etag
-
     def open_file(
         self, mode: str, buffering: int, encoding: str | None, errors: str | None,
         newline: str | None, name: str | bytes,
     ) -> IO[Any]:  # fmt: skip
         self.step = "open"
-        if not self._streams:
-            file: Any = open(  # noqa: SIM115 - the caller owns and closes it
-                self._fd, mode, buffering if buffering >= 0 else io.DEFAULT_BUFFER_SIZE,
-                encoding, errors, newline, closefd=False,
-            )  # fmt: skip
-            raw = file if buffering == 0 else file.buffer.raw if "b" not in mode else file.raw
-            raw.name = name
-            return file  # type: ignore[no-any-return]
-        raw = _PartWriter(self, name)
-        if buffering == 0:
-            return raw  # type: ignore[return-value]
-        size = buffering if buffering > 1 else io.DEFAULT_BUFFER_SIZE
-        buffered = io.BufferedWriter(raw, size)
-        if "b" in mode:
-            return buffered
-        return io.TextIOWrapper(buffered, encoding, errors, newline, line_buffering=buffering == 1)
-
-    def upload_full_parts(self) -> None:
-        """Upload each full part the buffer holds (the block's writes call this)."""
-        store = self.store
-        assert store is not None
-        size = store.part_size
-        while len(self.buffer) >= size:
-            if self.upload_id is None:
-                self._start(store)
-            assert self.upload_id is not None
-            part = bytes(self.buffer[:size])
-            del self.buffer[:size]
-            self.parts.append(store.part(self.upload_id, len(self.parts) + 1, part))
-
-    def _start(self, store: _S3) -> None:
-        """Create the multipart upload. The request is kept in `starting` until its answer
-        is read: if the wait is interrupted, `remove()` collects the id and aborts it."""
-        self.starting = store.submit("create_multipart_upload")
-        _track(self)
-        self._started(store.answer(self.starting))
-
-    def _started(self, answer: dict[str, Any]) -> None:
-        self.upload_id = upload_id = str(answer["UploadId"])
-        self.starting = None
-        self.temp_path = f"{self.target.url}?uploadId={upload_id}"
+        file: Any = open(  # noqa: SIM115 - the caller owns and closes it
+            self._fd, mode, buffering if buffering >= 0 else io.DEFAULT_BUFFER_SIZE,
+            encoding, errors, newline, closefd=False,
+        )  # fmt: skip
+        raw = file if buffering == 0 else file.buffer.raw if "b" not in mode else file.raw
+        raw.name = name
+        return file  # type: ignore[no-any-return]
 
     # -- commit ------------------------------------------------------------------------
 
     def finish(self, durable: bool) -> None:
         self.step = "upload"
 
-    def _condition(self, exclusive: bool) -> dict[str, str]:
-        if exclusive or (self._mode.needs_copy and not self._existed):
-            return {"IfNoneMatch": "*"}
-        if self._mode.needs_copy and self.store is not None:
-            return {"IfMatch": str(self._etag)}
-        return {}
+    def expected(self, exclusive: bool) -> Any:
+        """The version the publication must replace: None (no object may be there),
+        `ANY` (no condition), or a version (ETag...) the store checks."""
+        if exclusive:
+            return None
+        if self._mode.needs_copy:
+            return self._version_read  # None: there was no object, so none may appear
+        return self.target.expected
 
-    def publish(self, durable: bool, exclusive: bool) -> bool:
-        """Complete the upload (or PUT the object) in one step, conditionally where the
-        mode asks; on failure the caller's cleanup aborts the upload."""
-        self.step = "commit"
-        if self.ended:  # aborted by the exit hook: what was written is gone
-            raise self.aborted()
-        condition = self._condition(exclusive)
-        store = self.store
-        if store is None:
-            self._publish_memory(condition)
-            return False
-        if not self._streams:
-            self._fill_from_spool(store)
-        if self.upload_id is None:
-            data = bytes(self.buffer)
-            self.buffer = bytearray()
-            store.put(data, condition)
-            return False
-        if self.buffer or not self.parts:
-            data = bytes(self.buffer)
-            self.buffer = bytearray()
-            self.parts.append(store.part(self.upload_id, len(self.parts) + 1, data))
-        store.complete(self.upload_id, self.parts, condition)
-        self.upload_id = None  # completed: nothing to abort
-        _open_uploads.discard(self)
-        return False
-
-    def _fill_from_spool(self, store: _S3) -> None:
-        """A spooled temp: its content becomes the buffer and parts, as if streamed."""
+    def spooled(self) -> bytes:
+        """The spool's whole content (what the user wrote)."""
         fd = self._fd
-        size = store.part_size
-        total = os.fstat(fd).st_size
-        self.written = total
-        offset = 0
-        while total - offset > size:
-            self.buffer = bytearray(os.pread(fd, size, offset))
-            offset += size
-            self.upload_full_parts()
-        self.buffer = bytearray(os.pread(fd, total - offset, offset)) if total else bytearray()
-
-    def _publish_memory(self, condition: dict[str, str]) -> None:
-        fs = self.target.fs
-        key = fs._strip_protocol(self.target.key)
-        fd = self._fd
-        data = os.pread(fd, os.fstat(fd).st_size, 0)
-        self.written = len(data)
-        with _memory_lock:
-            current = fs.store.get(key)
-            if condition.get("IfNoneMatch") and current is not None:
-                raise OSError(errno.EEXIST, "the object exists", self.target.url)
-            if self._mode.needs_copy and self._existed and current is not self._etag:
-                raise OSError(errno.ESTALE, "the object changed since it was read",
-                              self.target.url)  # fmt: skip
-            fs.pipe_file(key, data)
+        return os.pread(fd, os.fstat(fd).st_size, 0)
 
     def sync_dir(self) -> bool:
         return True  # a completed upload is durable when the store acknowledges it
@@ -626,58 +364,25 @@ class RemoteTemp:
     # -- the end -----------------------------------------------------------------------
 
     def remove(self) -> bool | OSError:
-        """Abort the multipart upload, if one was started and not completed; also one whose
-        CreateMultipartUpload answer the writer stopped waiting for (interrupted): its
-        answer is awaited here. A failed or interrupted wait or abort leaves the write
-        tracked: the exit hook tries again."""
-        self.ended = True
-        self.buffer = bytearray()
-        store = self.store
-        if store is None:
-            return False
-        try:
-            if self.upload_id is None and self.starting is not None:
-                try:
-                    self._started(store.answer(self.starting))
-                except OSError:
-                    self.starting = None  # the request failed: there is no upload
-            if self.upload_id is None:
-                _open_uploads.discard(self)
-                return False
-            try:
-                store.abort(self.upload_id)
-            except OSError as exc:
-                return exc
-        except OSError as exc:  # no request can be sent (the interpreter is exiting)
-            return exc
-        self.upload_id = None
-        _open_uploads.discard(self)
-        return True
-
-    def aborted(self) -> OSError:
-        return OSError(errno.ECANCELED, "the write's upload was aborted", self.target.url)
+        return False  # a spool is anonymous: nothing to drop but its descriptor
 
     def release(self) -> None:
         fd, self._fd = self._fd, -1
         _fs.close_quietly(fd)
 
     def forget(self) -> None:
-        """In a forked child: the upload is the parent's; drop it without a request."""
-        self.upload_id = None
-        self.starting = None
         self.release()
 
     def size(self) -> int:
-        if self._fd >= 0:
-            return os.fstat(self._fd).st_size
-        return self.written
+        return os.fstat(self._fd).st_size if self._fd >= 0 else 0
 
 
 # -- at exit ---------------------------------------------------------------------------------
 
 
-def _track(temp: RemoteTemp) -> None:
-    """Keep `temp` (weakly) for the exit hook until its upload is completed or aborted."""
+def track(temp: Any) -> None:
+    """Keep `temp` (weakly) for the exit hook until its upload is completed or aborted
+    (`untrack`); at exit, its `remove()` aborts it."""
     global _exit_hook
     with _exit_hook_lock:
         if not _exit_hook:
@@ -690,11 +395,15 @@ def _track(temp: RemoteTemp) -> None:
         _open_uploads.add(temp)
 
 
+def untrack(temp: Any) -> None:
+    _open_uploads.discard(temp)
+
+
 def _abort_at_exit() -> None:
     """Abort the uploads of writes still open when the interpreter exits. atexit hooks run
     while fsspec's I/O thread still does; the objects' `__del__` run later, when it is gone
-    and they must not wait for it (`_S3._run` refuses then). A write whose abort fails here
-    (the store is unreachable) is left to the sweep."""
+    and they must not wait for it (a store's requests refuse then). A write whose abort
+    fails here (the store is unreachable) is left to the sweep."""
     for temp in list(_open_uploads):
         temp.remove()
 

@@ -7,18 +7,21 @@ atomically. What keeps two cycles from losing each other's change depends on the
   lock=True)`: the lock (`_lock`) is taken before the target is looked at, the old content
   is read from the very descriptor the lock holds, and the lock is held until the commit
   (directory fsync included) or the discard is over. `fn` runs once.
-- an object store (later, with no locks to take): "read with its version, fn, write on
-  condition that the version is unchanged, and on a conflict read again and call fn again,
-  until timeout". That loop belongs to the store (which alone knows its versions and
-  conditions): it plugs in where `_writer` refuses a store today, as the store's own cycle
-  beside the local `_cycle`, and the two public functions stay as they are.
+- an object store (no locks to take): "read the object with its version (ETag), call fn,
+  write on condition that the version is unchanged (If-Match; If-None-Match: * where there
+  was no object), and on a conflict read again and call fn again, until timeout". The store
+  knows its versions and conditions (`read()`, `expect()`); the loop (`_conditional_cycle`)
+  is written once here. `fn` may run more than once, each time on the content it replaces.
 """
 
 from __future__ import annotations
 
+import errno
 import io
+import time
 
 from ._core import AtomicFile
+from ._errors import SessionFileError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 
     from ._core import FileTarget
     from ._options import WriteOptions
+    from ._store import ConditionalStore
 
     _B = TypeVar("_B", bound=ReadableBuffer)
 
@@ -43,16 +47,81 @@ def _writer(
     timeout: float | None,
     options: dict[str, Any],
 ) -> AtomicFile[Any]:
-    """The locked write of one cycle (ValueError/TypeError for bad arguments, before I/O)."""
+    """The write of one cycle: locked where the store has locks, else (an object store)
+    made conditional later (ValueError/TypeError for bad arguments, before I/O)."""
     af: AtomicFile[Any] = AtomicFile(
         file, "wb" if binary else "w", -1, encoding, errors, newline, **options
     )
-    if not af.store.lockable:
-        # Object stores: the conditional cycle (read with its ETag, If-Match) comes with
-        # their own update loop; until then, say so rather than update without a guard.
-        raise NotImplementedError("atomic_update works on local files only for now")
-    af._use_lock(timeout)
+    if af.store.conditional:
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0
+        ):
+            raise ValueError(f"timeout must be None or seconds >= 0, not {timeout!r}")
+    elif not af.store.lockable:
+        raise NotImplementedError("atomic_update needs flock(2): POSIX only for now")
+    else:
+        af._use_lock(timeout)
     return af
+
+
+def _conditional_cycle(
+    af: AtomicFile[Any], fn: Callable[[Any], Any], binary: bool, encoding: str | None,
+    errors: str | None, newline: str | None, timeout: float | None, again: Callable[[], Any],
+) -> Any:  # fmt: skip
+    """The object-store cycle (see the module docstring); `again()` makes the next write."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        old = _read_versioned(af, binary, encoding, errors, newline)
+        new = fn(old)  # raising: nothing was opened, nothing to clean up
+        conflict = _publish_if_unchanged(af, new, binary)
+        if conflict is None:
+            return new
+        af = _next_attempt(af, conflict, deadline, timeout, again)
+
+
+def _read_versioned(
+    af: AtomicFile[Any], binary: bool, encoding: str | None, errors: str | None,
+    newline: str | None,
+) -> Any:  # fmt: skip
+    """The object's content (decoded as `_open_and_read` does; None: no object); the next
+    write through `af` publishes only over the version read."""
+    store: ConditionalStore = af.store  # type: ignore[assignment]
+    try:
+        data, version = store.read()
+    except OSError as exc:
+        raise SessionFileError(af.path, "atomic write", exc, "read") from exc
+    store.expect(version)
+    if data is None or binary:
+        return data
+    return io.TextIOWrapper(io.BytesIO(data), encoding, errors, newline).read()
+
+
+def _publish_if_unchanged(af: AtomicFile[Any], new: Any, binary: bool) -> OSError | None:
+    """Write `new` through `af`; the conflict (the object changed since it was read) if its
+    condition failed, else None."""
+    file = af.open()
+    try:
+        _write_and_commit(af, file, new, binary)
+    except SessionFileError as exc:
+        from ._remote import CONFLICTS
+
+        if exc.errno in CONFLICTS and exc.step == "commit":
+            return exc
+        raise
+    return None
+
+
+def _next_attempt(
+    af: AtomicFile[Any], conflict: OSError, deadline: float | None, timeout: float | None,
+    again: Callable[[], Any],
+) -> AtomicFile[Any]:  # fmt: skip
+    if deadline is not None and time.monotonic() >= deadline:
+        raise TimeoutError(
+            errno.ETIMEDOUT,
+            f"No update within {timeout} s: the object changed at every attempt",
+            af.path,
+        ) from conflict
+    return again()  # type: ignore[no-any-return]
 
 
 def _open_and_read(
@@ -144,8 +213,16 @@ def atomic_update(
     long as it takes, 0 tries once) bounds the wait for the lock: then `TimeoutError`, and
     `fn` is not called. If `fn` raises, the file is untouched and its exception propagates
     as it is. `SessionFileError` when the file system fails (the file is then untouched).
+
+    An object store (`"s3://…"`) has no locks: the write is conditional on the version
+    read (If-Match, If-None-Match: * for a new object), and when another writer changed
+    the object meanwhile, it is read again and `fn` called again on the new content, until
+    `timeout` (then `TimeoutError`); so `fn` may run more than once there.
     """
     af = _writer(file, binary, encoding, errors, newline, timeout, options)
+    if af.store.conditional:
+        again = lambda: _writer(file, binary, encoding, errors, newline, timeout, options)  # noqa: E731
+        return _conditional_cycle(af, fn, binary, encoding, errors, newline, timeout, again)
     return _cycle(af, fn, binary, encoding, errors, newline)
 
 
@@ -208,7 +285,8 @@ async def atomic_update_async(
     """`atomic_update` as a coroutine, under asyncio or trio; `fn` may be sync or async.
 
     The wait for the lock never blocks the event loop nor parks a thread in it: it polls
-    with a non-blocking lock and the loop's own sleep. The file work runs in worker
+    with a non-blocking lock and the loop's own sleep (an object store's cycle has no wait:
+    its requests run in worker threads). The file work runs in worker
     threads; a sync `fn` runs on the loop (keep it quick), an async one is awaited.
     Cancelled while waiting or while `fn` runs: nothing is written and nothing stays
     locked. Cancelled during the final write: it completes, then the cancellation is raised.
@@ -219,6 +297,18 @@ async def atomic_update_async(
 
     runtime = current_runtime()
     af = _writer(file, binary, encoding, errors, newline, timeout, options)
+    if af.store.conditional:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            old = await run(_read_versioned, af, binary, encoding, errors, newline)
+            new = fn(old)
+            if isawaitable(new):
+                new = await new
+            conflict = await run(_publish_if_unchanged, af, new, binary)
+            if conflict is None:
+                return new
+            again = lambda: _writer(file, binary, encoding, errors, newline, timeout, options)  # noqa: E731
+            af = _next_attempt(af, conflict, deadline, timeout, again)
     opened, old = await open_when_locked(
         af, runtime, lambda: _open_and_read(af, binary, encoding, errors, newline)
     )

@@ -584,12 +584,14 @@ def test_version(command: list[str]) -> None:
     assert (done.returncode, done.stdout) == (0, f"atomicfile {atomicfile.__version__}\n".encode())
 
 
-@pytest.mark.parametrize("args", [["--help"], ["write", "--help"], ["clean", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["write", "--help"], ["update", "--help"], ["clean", "--help"]]
+)
 def test_help_has_examples(args: list[str]) -> None:
     done = run(*args)
     assert done.returncode == 0
     assert "examples:" in done.stdout.decode()
-    assert "atomicfile write" in done.stdout.decode() or "atomicfile clean" in done.stdout.decode()
+    assert any(f"atomicfile {c}" in done.stdout.decode() for c in ("write", "update", "clean"))
 
 
 def test_main_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -688,3 +690,147 @@ def test_parents_with_a_file_in_the_way(tmp_path: Path) -> None:
     assert "Not a directory" in one_line(done.stderr)
     assert listing(tmp_path) == ["a"]
     assert (tmp_path / "a").read_bytes() == b"file"
+
+
+# -- update -----------------------------------------------------------------------------------
+
+#: A COMMAND for `update`: the number on stdin (none: 0), plus one.
+INCREMENT = [sys.executable, "-c", "import sys; print(int(sys.stdin.read() or 0) + 1)"]
+#: A COMMAND that says "ready" on stderr, then waits until the FIFO given is opened for
+#: writing (and closed) by the test, then increments.
+HOLD = [
+    sys.executable,
+    "-c",
+    "import sys; d = sys.stdin.read(); sys.stderr.write('ready\\n'); sys.stderr.flush(); "
+    "open(sys.argv[1]).read(); print(int(d or 0) + 1)",
+]
+
+
+def test_update_runs_the_command_on_the_content(tmp_path: Path, command: list[str]) -> None:
+    target = tmp_path / "app.json"
+    target.write_text('{"runs": 1}')
+    bump = "import json, sys; d = json.load(sys.stdin); d['runs'] += 1; print(json.dumps(d))"
+    done = run("update", target, "--", sys.executable, "-c", bump, cmd=command)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"" and done.stderr == b""
+    assert target.read_text() == '{"runs": 2}\n'
+    assert listing(tmp_path) == ["app.json"]
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="the README's example uses jq")
+def test_update_with_jq(tmp_path: Path) -> None:
+    target = tmp_path / "app.json"
+    target.write_text('{"runs": 1}')
+    done = run("update", target, "--", "jq", "-c", ".runs += 1")
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == '{"runs":2}\n'
+    assert listing(tmp_path) == ["app.json"]
+
+
+def test_update_of_a_missing_file_gives_empty_stdin(tmp_path: Path) -> None:
+    target = tmp_path / "new"
+    show = "import sys; sys.stdout.write(repr(sys.stdin.buffer.read()))"
+    done = run("update", target, "--", sys.executable, "-c", show)
+    assert done.returncode == 0, done.stderr
+    assert target.read_text() == "b''"
+    assert listing(tmp_path) == ["new"]
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_update_with_a_failing_command_changes_nothing(tmp_path: Path, exists: bool) -> None:
+    target = tmp_path / "f"
+    if exists:
+        target.write_bytes(b"old")
+    fail = "import sys; sys.stdin.read(); sys.stdout.write('partial'); sys.exit(3)"
+    done = run("update", target, "--", sys.executable, "-c", fail)
+    assert done.returncode == 3
+    assert "exited with status 3" in one_line(done.stderr)
+    assert done.stdout == b""
+    assert listing(tmp_path) == (["f"] if exists else [])
+    if exists:
+        assert target.read_bytes() == b"old"
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    done = run("update", target, "--", sys.executable, "-c", killed)
+    assert done.returncode == 128 + signal.SIGKILL
+    assert f"exited with status {128 + signal.SIGKILL}" in one_line(done.stderr)
+    assert listing(tmp_path) == (["f"] if exists else [])
+
+
+def test_update_command_not_found_and_usage(tmp_path: Path) -> None:
+    target = tmp_path / "f"
+    target.write_bytes(b"old")
+    done = run("update", target, "--", str(tmp_path / "no-such-command"))
+    assert done.returncode == 127
+    assert "cannot run" in one_line(done.stderr)
+    for args in (["update", target], ["update", target, "--"], ["update", "--timeout", "-1",
+                 target, "--", "true"]):  # fmt: skip
+        done = run(*args)
+        assert done.returncode == 2
+        one_line(done.stderr)
+    assert target.read_bytes() == b"old" and listing(tmp_path) == ["f"]
+
+
+def test_concurrent_updates_lose_no_increment(tmp_path: Path) -> None:
+    """8 `atomicfile update` processes at once, 5 updates each, on a counter that doesn't
+    exist yet: exactly 40, and nothing else in the directory."""
+    target = tmp_path / "counter"
+    loop = 'for i in 1 2 3 4 5; do "$@" || exit 1; done'
+    argv = ["sh", "-c", loop, "sh", *MODULE, "update", str(target), "--", *INCREMENT]
+    procs = [subprocess.Popen(argv, stderr=subprocess.PIPE) for _ in range(8)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert target.read_text() == "40\n"
+    assert listing(tmp_path) == ["counter"]
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Path]]:
+    """An `atomicfile update` whose COMMAND runs (the lock held) until `release(fifo)`."""
+    target = tmp_path / "d" / "counter"
+    target.parent.mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [*MODULE, "update", str(target), "--", *HOLD, str(fifo)], stderr=subprocess.PIPE
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == b"ready\n"
+    yield proc, target, fifo
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    proc.stderr.close()
+
+
+def release(fifo: Path) -> None:
+    with open(fifo, "w"):
+        pass
+
+
+def test_update_timeout_while_another_holds_the_lock(
+    holder: tuple[subprocess.Popen[bytes], Path, Path],
+) -> None:
+    proc, target, fifo = holder
+    marker = target.parent / "ran"
+    touch = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    done = run("update", "--timeout", "0", target, "--", *touch)
+    assert done.returncode == 1
+    assert "cannot update" in one_line(done.stderr) and "ETIMEDOUT" in done.stderr.decode()
+    # COMMAND never ran, nothing was published: only the holder's temp is there.
+    assert len(temps(target.parent)) == 1 and listing(target.parent) == temps(target.parent)
+    release(fifo)
+    assert proc.wait(timeout=60) == 0
+    assert target.read_text() == "1\n"
+    assert listing(target.parent) == ["counter"]
+
+
+def test_update_terminated_while_the_command_runs(
+    holder: tuple[subprocess.Popen[bytes], Path, Path],
+) -> None:
+    proc, target, _ = holder
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert proc.stderr is not None
+    assert "interrupted by SIGTERM" in one_line(proc.stderr.read())
+    assert listing(target.parent) == []  # its temp removed, nothing published

@@ -216,20 +216,25 @@ def test_append_detects_concurrent_update(bucket: Bucket) -> None:
 
 
 def test_append_condition_on_multipart_completion() -> None:
-    """moto ignores If-Match on CompleteMultipartUpload, so the condition sent there is
-    checked in isolation: the same ETag the copy came from."""
-    from atomicfile import _modes, _remote
+    """moto ignores If-Match on CompleteMultipartUpload, so the condition sent there (the
+    same for a PUT and a completion) is checked in isolation: the ETag the copy came from,
+    If-None-Match when there was no object or for 'x', none for 'w'; and the version
+    `atomic_update` expects, for 'w'."""
+    from atomicfile import _modes, _remote, _s3
 
-    class FakeTarget:
-        kind, url, key, fs = "memory", "s3://b/k", "b/k", None
-
-    temp = _remote.RemoteTemp(FakeTarget(), _modes.parse_mode("ab"), None)  # type: ignore[arg-type]
-    temp._etag, temp._existed = '"abc"', True
-    temp.store = object()  # type: ignore[assignment]
-    assert temp._condition(False) == {"IfMatch": '"abc"'}
-    temp._existed = False
-    assert temp._condition(False) == {"IfNoneMatch": "*"}
-    assert temp._condition(True) == {"IfNoneMatch": "*"}
+    store = _s3.S3Store(None, "b/k", "s3://b/k")
+    temp = _remote.RemoteTemp(store, _modes.parse_mode("ab"), None)  # type: ignore[arg-type]
+    temp._version_read = '"abc"'
+    assert _s3.condition(temp.expected(False)) == {"IfMatch": '"abc"'}
+    temp._version_read = None  # there was no object
+    assert _s3.condition(temp.expected(False)) == {"IfNoneMatch": "*"}
+    assert _s3.condition(temp.expected(True)) == {"IfNoneMatch": "*"}
+    write = _remote.RemoteTemp(store, _modes.parse_mode("wb"), None)  # type: ignore[arg-type]
+    assert _s3.condition(write.expected(False)) == {}
+    store.expect('"def"')
+    assert _s3.condition(write.expected(False)) == {"IfMatch": '"def"'}
+    store.expect(None)
+    assert _s3.condition(write.expected(False)) == {"IfNoneMatch": "*"}
 
 
 # -- readers, faults --------------------------------------------------------------------------
@@ -510,7 +515,7 @@ def test_sweep_never_aborts_young() -> None:
     """moto's upload timestamps are fixed (2010): the age rule is checked in isolation."""
     from datetime import datetime, timedelta, timezone
 
-    from atomicfile._remote_clean import stale
+    from atomicfile._s3 import stale
 
     now = datetime(2030, 1, 1, tzinfo=timezone.utc)
     uploads = [
@@ -555,6 +560,27 @@ def test_sweep_of_a_raw_prefix_ends_with_a_star(bucket: Bucket) -> None:
     assert bucket.uploads() == ["team/bob/x"]
     with pytest.raises(ValueError, match=r"only at the end"):
         clean_stale_temps(bucket.url("team/*/x"), older_than=0, storage_options=bucket.options)
+
+
+def test_sweep_of_upath_targets(bucket: Bucket, tmp_path: Any) -> None:
+    """A UPath is swept by the store that holds it: an s3:// one aborts the uploads under
+    its prefix, a local one sweeps the directory; the memory store has nothing to sweep
+    (a memory write's temp is an anonymous local file)."""
+    upath = pytest.importorskip("upath")
+    started = start_uploads(bucket, "team/alice/x", *NEIGHBOURS)
+    prefix = upath.UPath(bucket.url("team/alice"), **bucket.options)
+    assert clean_stale_temps(prefix, older_than=0) == [started["team/alice/x"]]
+    assert bucket.uploads() == NEIGHBOURS
+    with pytest.raises(ValueError, match="older_than"):
+        clean_stale_temps(prefix)
+    with pytest.raises(ValueError, match="target= applies to a local directory"):
+        clean_stale_temps(prefix, older_than=0, target="x")
+    stale_temp = tmp_path / ".f.0123456789abcdef.tmp"
+    stale_temp.write_bytes(b"left by a killed writer")
+    (tmp_path / "f").write_bytes(b"kept")
+    assert clean_stale_temps(upath.UPath(tmp_path)) == [str(stale_temp)]
+    assert os.listdir(tmp_path) == ["f"]
+    assert clean_stale_temps("memory://atomicfile-tests/", older_than=0) == []
 
 
 def test_cli_clean_of_a_prefix_stays_in_its_directory(bucket: Bucket) -> None:
