@@ -1,0 +1,63 @@
+"""Sphinx configuration: furo, MyST (Markdown pages), autodoc for the API reference.
+
+Built by `tox -e docs` and by tests/test_docs.py, with warnings as errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.abspath(".."))
+
+import atomicfile  # noqa: E402
+from sphinx.util import logging  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+project = "atomicfile"
+author = "The atomicfile developers"
+copyright = "the atomicfile developers"  # noqa: A001
+release = version = atomicfile.__version__
+
+extensions = [
+    "myst_parser",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.intersphinx",
+]
+source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
+exclude_patterns = ["_build"]
+# The docstrings mark names with single backquotes, as the README does: render them as code.
+default_role = "code"
+
+myst_enable_extensions = ["colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+
+# No network at build time: the standard library's inventory is not fetched.
+intersphinx_mapping: dict[str, tuple[str, str | None]] = {}
+
+html_theme = "furo"
+html_title = f"atomicfile {release}"
+
+
+def _require_docstring(app, what, name, obj, options, lines):  # type: ignore[no-untyped-def]
+    """A documented public name without a docstring fails the build (warnings are errors)."""
+    if not any(line.strip() for line in lines) and name != "atomicfile.__version__":
+        logger.warning("%s has no docstring", name, location=name)
+
+
+def _require_every_public_name(app, env):  # type: ignore[no-untyped-def]
+    """Every name in `atomicfile.__all__` is in the API reference."""
+    documented = set(env.domaindata["py"]["objects"])
+    for name in atomicfile.__all__:
+        if f"atomicfile.{name}" not in documented:
+            logger.warning("atomicfile.%s is not in the API reference (docs/api.md)", name)
+
+
+def setup(app):  # type: ignore[no-untyped-def]
+    app.connect("autodoc-process-docstring", _require_docstring)
+    app.connect("env-check-consistency", _require_every_public_name)
