@@ -91,8 +91,14 @@ def s3_endpoint() -> Iterator[str]:
         yield url
 
 
-def s3_env(endpoint: str) -> dict[str, str]:
+def s3_fs(endpoint: str):  # type: ignore[no-untyped-def]
     import s3fs
+
+    return s3fs.S3FileSystem(key="testing", secret="testing", skip_instance_cache=True,
+                             client_kwargs={"endpoint_url": endpoint})  # fmt: skip
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
 
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -102,10 +108,10 @@ def s3_env(endpoint: str) -> dict[str, str]:
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", skip_instance_cache=True,
-                           client_kwargs={"endpoint_url": endpoint})  # fmt: skip
-    if not fs.exists("bucket"):
-        fs.mkdir("bucket")
+    fs = s3_fs(endpoint)
+    if fs.exists("bucket"):
+        fs.rm("bucket", recursive=True)
+    fs.mkdir("bucket")
     return env
 
 
@@ -128,6 +134,8 @@ def test_example_block(block: Block, tmp_path: Path, request: pytest.FixtureRequ
     work = tmp_path / "work"
     work.mkdir()
     run_python(["-c", RUNNER, str(script), block.id], work, env)
+    if block.mark == "s3":  # it wrote to the local server, not elsewhere
+        assert s3_fs(request.getfixturevalue("s3_endpoint")).ls("bucket")
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
