@@ -68,9 +68,12 @@ def blocks() -> list[Block]:
 BLOCKS = blocks()
 
 
-def run_python(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
+def run_python(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, *, strict: bool = True
+) -> None:
+    """Run Python on `args` in `cwd`; `strict`: Python's warnings are errors, as in the suite."""
     proc = subprocess.run(
-        [sys.executable, "-W", "error", *args],
+        [sys.executable, *(["-W", "error"] if strict else []), *args],
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(cwd), **(env or {})},
         capture_output=True,
@@ -155,6 +158,7 @@ def test_docs_build(tmp_path: Path) -> None:
         ["-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"),
          str(tmp_path / "html")],
         tmp_path,
+        strict=False,  # Sphinx -W makes its warnings errors; its plugins' deprecations are not ours
     )  # fmt: skip
     index = (tmp_path / "html" / "index.html").read_text(encoding="utf-8")
     api = (tmp_path / "html" / "api.html").read_text(encoding="utf-8")
