@@ -1,6 +1,7 @@
 """The documentation is tested: every ```python block of README.md and docs/*.md runs, each
-in a fresh temporary directory and a fresh interpreter; every script in examples/ runs; the
-docs site builds with warnings as errors.
+in a fresh temporary directory and a fresh interpreter; every ```console block's commands
+run and print what the page shows; every script in examples/ runs; the docs site builds
+with warnings as errors.
 
 A block runs as written: top-level `await` runs it on asyncio (`asyncio.run`). A block that
 needs an S3 server is marked by the comment line `<!-- test: s3 -->` just before it and runs
@@ -28,6 +29,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 FENCE = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+CONSOLE = re.compile(r"^```console\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 MARK = re.compile(r"<!-- test: (s3|skip (.+?)) -->\n*$")
 
 # Compiles the block with top-level await allowed; a block that awaits runs on asyncio.
@@ -139,6 +141,75 @@ def test_example_block(block: Block, tmp_path: Path, request: pytest.FixtureRequ
     run_python(["-c", RUNNER, str(script), block.id], work, env)
     if block.mark == "s3":  # it wrote to the local server, not elsewhere
         assert s3_fs(request.getfixturevalue("s3_endpoint")).ls("bucket")
+
+
+def console_blocks() -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for match in CONSOLE.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            found.append((f"{page.relative_to(ROOT)}:{line}", match.group(1)))
+    return found
+
+
+CONSOLES = console_blocks()
+
+# What the console examples start from: the files they name, two stale temps and one of a
+# live writer (locked by this test, as a running writer holds it).
+CONSOLE_SETUP = {
+    "data.txt": "cherry\napple\nb\n",
+    "app.conf": "debug = false\n",
+    ".data.txt.b5ccb326f583bd61.tmp": "stale\n",
+    "sub/.log.txt.81757d27e85676fa.tmp": "stale\n",
+}
+LIVE_TEMP = ".data.txt.8db86f3c275d657b.tmp"
+PRELUDE = """
+atomicfile() { "$ATOMICFILE_PYTHON" -m atomicfile "$@"; }
+make-secret() { head -c 32 /dev/urandom; }
+"""
+
+
+def normalized(text: str) -> str:
+    """The parts that differ from run to run: temp names' random part, durations, sizes."""
+    text = re.sub(r"\.[0-9a-f]{16}\.tmp", ".RANDOM.tmp", text)
+    text = re.sub(r"(duration|total_duration|size)=[0-9.]+", r"\1=N", text)
+    return text
+
+
+@pytest.mark.parametrize(("where", "block"), CONSOLES, ids=[w for w, _ in CONSOLES])
+def test_console_block(where: str, block: str, tmp_path: Path) -> None:
+    """Each `$ command` of the block runs (bash, in a directory set up as the examples
+    assume) and prints, stdout and stderr together, what the page shows after it."""
+    import fcntl
+
+    for name, content in CONSOLE_SETUP.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    live = open(tmp_path / LIVE_TEMP, "w")  # noqa: SIM115 - held for the whole test
+    fcntl.flock(live, fcntl.LOCK_EX)
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    try:
+        for command, expected in steps:
+            proc = subprocess.run(
+                ["bash", "-c", PRELUDE + command],
+                cwd=tmp_path,
+                env={**os.environ, "PYTHONPATH": str(ROOT), "ATOMICFILE_PYTHON": sys.executable},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=60,
+            )
+            assert normalized(proc.stdout) == normalized("".join(f"{e}\n" for e in expected)), (
+                f"$ {command}"
+            )
+    finally:
+        live.close()
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.name for p in EXAMPLES])
