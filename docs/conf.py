@@ -53,6 +53,11 @@ def _require_docstring(app, what, name, obj, options, signature, return_annotati
     Checked at the signature, which autodoc processes for every object it documents."""
     if not (inspect.getdoc(obj) or "").strip():
         logger.warning("%s has no docstring", name, location=name)
+    if getattr(obj, "__annotations__", {}).get("return") == "_F":
+        # AtomicFile's file type is a TypeVar only for type checkers (None at run time,
+        # where `typing` is not imported): the file object `open()` gives for the mode.
+        return signature, "IO[Any]"
+    return None
 
 
 def _require_every_public_name(app, env):  # type: ignore[no-untyped-def]
