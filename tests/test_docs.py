@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -218,23 +221,104 @@ def test_example_script(script: Path, tmp_path: Path) -> None:
     run_python([str(script)], tmp_path)
 
 
-def test_docs_build(tmp_path: Path) -> None:
-    """docs/ builds with Sphinx, warnings as errors (what `tox -e docs` runs)."""
+class _Links(HTMLParser):
+    """The ids and the hrefs of one HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for key, value in attrs:
+            if key == "id" and value:
+                self.ids.add(value)
+            if key == "href" and value and tag == "a":
+                self.hrefs.append(value)
+
+
+def broken_links(html: Path, pages: dict[Path, str] | None = None) -> list[str]:
+    """Every internal link of every page under `html` that leads to no page or to no anchor
+    there. `pages` gives a page's HTML as a browser rendered it, where there is one."""
+    parsed = {}
+    for page in html.rglob("*.html"):
+        parser = _Links()
+        parser.feed((pages or {}).get(page) or page.read_text(encoding="utf-8"))
+        parsed[page] = parser
+    broken = []
+    for page, parser in parsed.items():
+        for href in parser.hrefs:
+            url = urlsplit(href)
+            if url.scheme or url.netloc or href.startswith("mailto:"):
+                continue
+            target = (page.parent / unquote(url.path)).resolve() if url.path else page
+            if target.is_dir():
+                target = target / "index.html"
+            if not target.exists():
+                if target.suffix in (".html", ""):
+                    broken.append(f"{page.relative_to(html)}: {href} (no page)")
+                continue
+            if url.fragment and target in parsed and url.fragment not in parsed[target].ids:
+                broken.append(f"{page.relative_to(html)}: {href} (no anchor)")
+    return broken
+
+
+@pytest.fixture(scope="module")
+def built_docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docs/ built with Sphinx, warnings as errors (what `tox -e docs` runs)."""
     for module in ("sphinx", "furo", "myst_parser"):
         try:
             __import__(module)
         except ImportError:
             unavailable(f"{module} is not installed: pip install -e '.[test]'")
+    out = tmp_path_factory.mktemp("docs")
     run_python(
         ["-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", str(ROOT / "docs"),
-         str(tmp_path / "html")],
-        tmp_path,
+         str(out / "html")],
+        out,
         strict=False,  # Sphinx -W makes its warnings errors; its plugins' deprecations are not ours
     )  # fmt: skip
-    index = (tmp_path / "html" / "index.html").read_text(encoding="utf-8")
-    api = (tmp_path / "html" / "api.html").read_text(encoding="utf-8")
+    return out / "html"
+
+
+def test_docs_build(built_docs: Path) -> None:
+    """The site builds, names every public name in the API reference, and has no broken
+    internal link or anchor."""
+    index = (built_docs / "index.html").read_text(encoding="utf-8")
+    api = (built_docs / "api.html").read_text(encoding="utf-8")
     assert "Getting started" in index
     import atomicfile
 
     for name in atomicfile.__all__:
         assert f'id="atomicfile.{name}"' in api, name
+    assert broken_links(built_docs) == []
+
+
+def test_docs_in_a_browser(built_docs: Path) -> None:
+    """Headless Chromium renders the index and the API reference: no broken internal link or
+    anchor in what it rendered, and a screenshot of the index (`screenshot.png`, beside the
+    built site) for a person to look at. Optional: skipped where Chromium is not installed
+    (`apt-get install chromium`), also in CI, which does not install it."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium not found: apt-get install chromium (optional)")
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"]
+    rendered = {}
+    for name in ("index.html", "api.html"):
+        page = built_docs / name
+        proc = subprocess.run(
+            [*base, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "atomicfile" in proc.stdout
+        rendered[page] = proc.stdout
+    assert "AtomicFile" in rendered[built_docs / "api.html"]
+    assert broken_links(built_docs, rendered) == []
+    shot = built_docs.parent / "screenshot.png"
+    subprocess.run(
+        [*base, f"--screenshot={shot}", (built_docs / "index.html").as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 10_000
