@@ -322,3 +322,34 @@ def test_docs_in_a_browser(built_docs: Path) -> None:
         check=True,
     )
     assert shot.stat().st_size > 10_000
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub (and MyST, as configured) gives a Markdown heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def test_markdown_links() -> None:
+    """Every relative link in README.md and docs/*.md leads to a file, and its #anchor to a
+    heading there: the links work on GitHub, where the pages are read as Markdown too."""
+    def prose(path: Path) -> str:
+        text = path.read_text(encoding="utf-8")
+        return re.sub(r"^```.*?^```$", "", text, flags=re.MULTILINE | re.DOTALL)
+
+    broken = []
+    for page in PAGES:
+        text = prose(page)
+        for href in re.findall(r"\]\(([^)\s]+)\)", text):
+            url = urlsplit(href)
+            if url.scheme or href.startswith("mailto:"):
+                continue
+            target = (page.parent / url.path).resolve() if url.path else page
+            if not target.exists():
+                broken.append(f"{page.name}: {href}")
+                continue
+            if url.fragment and target.suffix == ".md":
+                headings = re.findall(r"^#{1,6} (.+)$", prose(target), re.MULTILINE)
+                if url.fragment not in {github_slug(h) for h in headings}:
+                    broken.append(f"{page.name}: {href} (no such heading)")
+    assert broken == []
