@@ -153,6 +153,7 @@ class AsyncFile(Generic[AnyStr]):
 
     @property
     def mode(self) -> str:
+        """The mode the write was opened with, as `open()` would give it."""
         return self._file.mode
 
     @property
@@ -162,6 +163,7 @@ class AsyncFile(Generic[AnyStr]):
 
     @property
     def closed(self) -> bool:
+        """Whether the temp file is closed, as it is once the write has ended."""
         return self._file.closed
 
     # -- the in-memory buffer ----------------------------------------------------------
@@ -224,6 +226,8 @@ class AsyncFile(Generic[AnyStr]):
     @overload
     async def write(self: AsyncFile[bytes], data: ReadableBuffer) -> int: ...
     async def write(self, data: Any) -> int:
+        """Write `data` into the temp file (a small write may be kept in memory: see above);
+        return what the file's `write` returns."""
         if self._buffers:
             self._owner._check_live()
             count = self._keep(data)
@@ -236,6 +240,7 @@ class AsyncFile(Generic[AnyStr]):
     @overload
     async def writelines(self: AsyncFile[bytes], lines: Iterable[ReadableBuffer]) -> None: ...
     async def writelines(self, lines: Iterable[Any]) -> None:
+        """Write each of `lines` into the temp file, as the file's `writelines`."""
         if self._buffers and isinstance(lines, (list, tuple)):
             # A list is read here; any other iterable may do work, so the thread reads it.
             self._owner._check_live()
@@ -250,27 +255,35 @@ class AsyncFile(Generic[AnyStr]):
         await self._job(self._file.writelines, lines)
 
     async def flush(self) -> None:
+        """Flush the kept bytes and Python's buffer into the temp file (no fsync)."""
         await self._job(self._file.flush)
 
     async def read(self, size: int = -1) -> AnyStr:
+        """Read from the temp file (`+`, `a` and `r+` modes), as the file's `read`."""
         return await self._job(self._file.read, size)
 
     async def readline(self, size: int = -1) -> AnyStr:
+        """Read one line from the temp file, as the file's `readline`."""
         return await self._job(self._file.readline, size)
 
     async def readlines(self, hint: int = -1) -> list[AnyStr]:
+        """Read the remaining lines from the temp file, as the file's `readlines`."""
         return await self._job(self._file.readlines, hint)
 
     async def seek(self, offset: int, whence: int = 0) -> int:
+        """Move the temp file's position, as the file's `seek`; return the new one."""
         return await self._job(self._file.seek, offset, whence)
 
     async def tell(self) -> int:
+        """The temp file's position, as the file's `tell`."""
         return await self._job(self._file.tell)
 
     async def truncate(self, size: int | None = None) -> int:
+        """Truncate the temp file (never the target), as the file's `truncate`."""
         return await self._job(self._file.truncate, size)
 
     def fileno(self) -> int:
+        """The temp file's descriptor (on the calling thread, after the kept bytes)."""
         self._write_pending()
         return self._file.fileno()
 

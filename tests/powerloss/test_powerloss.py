@@ -12,7 +12,8 @@ Required of the library: every outcome old or new; after a durable write returne
 no temp file left. Three known-bad writers prove that the harness sees what it must: each
 must show a torn (empty, partial, missing) target or a write lost after it returned.
 
-Set ATOMICFILE_POWERLOSS_TABLE=FILE to write the README's table (markdown) to FILE.
+Set ATOMICFILE_POWERLOSS_TABLE=FILE to write the table (markdown) to FILE: the docs include
+docs/_generated/powerloss.md (docs/guarantees.md, "Power-loss tests").
 Needs root, /dev/fuse, strace, e2fsprogs and LazyFS, built on first use from the copy in
 lazyfs/ into a cache outside the checkout (lazyfs/README.md); skips with one line naming
 what is missing and the Debian packages to install, unless ATOMICFILE_REQUIRE_ALL=1 or
