@@ -196,3 +196,29 @@ class Container:
                 return 0
             raise
         return len(staged)
+
+
+# -- both ----------------------------------------------------------------------------------------
+
+
+def update(form: Any, target: Any, fn: Any, **options: Any) -> Any:
+    """atomic_update through the form: sync, or atomic_update_async on its runtime."""
+    from atomicfile import atomic_update, atomic_update_async
+
+    if not form.is_async:
+        return atomic_update(target, fn, **options)
+    result: list[Any] = []
+
+    async def main() -> None:
+        result.append(await atomic_update_async(target, fn, **options))
+
+    form.run(main)
+    return result[0]
+
+
+def clean_cli(url: str, env: dict[str, str]) -> Any:
+    """`atomicfile clean URL --older-than 1h` in a child, with `env` added."""
+    import subprocess
+
+    command = [sys.executable, "-m", "atomicfile", "clean", url, "--older-than", "1h"]
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, timeout=60)
