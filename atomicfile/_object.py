@@ -339,12 +339,8 @@ class ObjectTemp:
         size = self._client.part_size
         while len(self._buffer) > size:  # a full part and more: never the last one
             if not self._started:
-                # GCS takes the condition when a session begins (and checks it there and
-                # at the last chunk): a refusal here is the commit's conflict, which
-                # atomic_update retries, not an error of the user's write.
-                step, self.step = self.step, "commit"
+                # GCS takes the condition here, and checks it here and at the last chunk.
                 self.temp_path = self._client.start(self._condition())
-                self.step = step
                 self._started = True
             part = bytes(self._buffer[:size])
             del self._buffer[:size]

