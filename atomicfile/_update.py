@@ -106,8 +106,8 @@ def _publish_if_unchanged(af: AtomicFile[Any], new: Any, binary: bool) -> OSErro
         from ._remote import CONFLICTS
 
         # A store may check the condition when an upload begins, while the content is
-        # written (a GCS resumable session), as well as at the commit.
-        if exc.errno in CONFLICTS and exc.step in ("write", "commit"):
+        # written or flushed (a GCS resumable session), as well as at the commit.
+        if exc.errno in CONFLICTS and exc.step in ("write", "flush", "commit"):
             return exc
         raise
     return None
