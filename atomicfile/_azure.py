@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 
     from ._permissions import Permissions
 
+#: Why `atomicfile clean az://...` has nothing to do (`_object.Store.sweep`).
+UNSWEEPABLE = (
+    "a killed writer leaves uncommitted blocks, which Azure has no call to drop; they are "
+    "never visible, the blob's next commit discards them and Azure deletes them a week "
+    "after staging"
+)
 EXTRA = "pip install 'pyatomicfile[azure]'"
 #: The largest content sent as one Put Blob: the SDK hands a Put Blob's body to aiohttp as
 #: bytes, and aiohttp warns (ResourceWarning) above 1 MiB that it may block its loop;
@@ -51,7 +57,7 @@ def resolve(
     _object.refuse_local_options(str(file), permissions, durable, follow_symlinks)
     fs, key, url = _object.file_system(file, fs, storage_options, EXTRA)
     container, name, _ = fs.split_path(key)
-    return _object.Store(lambda: Client(fs, container, name, url), url)
+    return _object.Store(lambda: Client(fs, container, name, url), url, UNSWEEPABLE)
 
 
 #: The answers that mean "the condition failed" (Put Blob with If-None-Match: * on an

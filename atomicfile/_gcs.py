@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
     from ._permissions import Permissions
 
+#: Why `atomicfile clean gs://...` has nothing to do (`_object.Store.sweep`).
+UNSWEEPABLE = (
+    "a killed writer leaves a resumable upload session, which GCS can't list; it holds no "
+    "visible object and GCS drops it a week after it began"
+)
 EXTRA = "pip install 'pyatomicfile[gcs]'"
 #: A chunk of a resumable upload (all but the last) is a multiple of 256 KiB.
 CHUNK = 256 * 2**10
@@ -47,7 +52,7 @@ def resolve(
     _object.refuse_local_options(str(file), permissions, durable, follow_symlinks)
     fs, key, url = _object.file_system(file, fs, storage_options, EXTRA)
     bucket, name, _ = fs.split_path(key)
-    return _object.Store(lambda: Client(fs, bucket, name, url), url)
+    return _object.Store(lambda: Client(fs, bucket, name, url), url, UNSWEEPABLE)
 
 
 def store_error(exc: BaseException, url: str, condition: str | None = None) -> OSError:

@@ -15,7 +15,9 @@ Two shapes of temp, as for S3 (`_remote`):
 
 The final request carries a condition (`Client` below): "*" (only if there is no object:
 'x', or an 'a' of an object that was absent) or the version the copy was read from
-('a'/'r+'), so that a concurrent update is reported (`ESTALE`) instead of lost.
+('a'/'r+'), so that a concurrent update is reported (`ESTALE`) instead of lost. A 'w'
+write carries the one `Store.expect()` was given (`atomic_update`'s cycle: `Store.read()`
+gives the content and its version, the write publishes only over that version).
 
 A client (one per write) does the requests:
 - `part_size`: the bytes of one part (the store's rules on sizes applied).
@@ -39,9 +41,10 @@ from . import _fs
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import timedelta
     from typing import IO, Any, Protocol
 
-    from ._log import EventLog
+    from ._log import AnyLogger, EventLog
     from ._modes import Mode
     from ._permissions import Permissions
 
@@ -159,20 +162,61 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 class Store:
-    """One target in an object store; `new_client()` makes the client of one write."""
+    """One target in an object store; `new_client()` makes the client of one write.
+    `unsweepable`: why what a killed writer left can't be swept there (for `sweep()`)."""
 
-    __slots__ = ("new_client", "url")
+    __slots__ = ("condition", "new_client", "unsweepable", "url")
     #: An upload commits alone: no shared durability point with local temps.
     batchable = False
+    #: No locks on an object: its writes are conditional instead (`atomic_update`).
+    lockable = False
+    #: `atomic_update` reads a version (`read()`) and writes on condition (`expect()`).
+    conditional = True
+    #: No sweep at all (`sweep()`), so no age to ask for either.
+    sweeps_by_age = False
 
-    def __init__(self, new_client: Callable[[], Client], url: str) -> None:
+    def __init__(self, new_client: Callable[[], Client], url: str, unsweepable: str) -> None:
         self.new_client = new_client
         self.url = url
+        self.unsweepable = unsweepable
+        #: The condition of the next 'w' write through this store (`expect()`); None: none.
+        self.condition: str | None = None
 
     def temp(
         self, path: str, mode: Mode, follow: bool, log: EventLog, dirs: Any = None
     ) -> ObjectTemp:
-        return ObjectTemp(self.new_client(), self.url, mode)
+        return ObjectTemp(self.new_client(), self.url, mode, self.condition)
+
+    def read(self) -> tuple[bytes | None, str | None]:
+        """The object's bytes and the version they are (GCS generation, Azure ETag);
+        (None, None) when there is no object. Read through the write path's own
+        `read_into()` (one version throughout), into an anonymous local file."""
+        import tempfile
+
+        with tempfile.TemporaryFile(prefix=".atomicfile-") as spool:
+            version = self.new_client().read_into(spool.fileno())
+            if version is None:
+                return None, None
+            spool.seek(0)
+            return spool.read(), version
+
+    def expect(self, version: str | None) -> None:
+        """Make the next 'w' write through this store publish only over `version` (as
+        `read()` returned it; None: only if there is no object), else fail at the commit
+        with ESTALE (EEXIST: an object appeared)."""
+        self.condition = ABSENT if version is None else version
+
+    def sweep(
+        self, where: Any, *, recursive: bool, target: str | None, dry_run: bool,
+        logger: AnyLogger | None, older_than: float | timedelta | None,
+    ) -> list[str]:  # fmt: skip
+        """A ValueError: nothing a killed writer left can be listed here, so a sweep that
+        returned [] would claim a look it can't take (`unsweepable` says what happens
+        to the leftovers instead)."""
+        raise ValueError(
+            f"{self.url!r} can't be swept: {self.unsweepable}; clean_stale_temps sweeps "
+            "local directories and s3:// prefixes"
+        )
 
 
 class _PartWriter(io.RawIOBase):
@@ -200,12 +244,13 @@ class ObjectTemp:
     """One write to an object store: an upload not finalized yet, or a local spool file."""
 
     __slots__ = (
-        "_buffer", "_client", "_fd", "_mode", "_started", "_url", "_version", "step",
-        "temp_path", "written",
+        "_buffer", "_client", "_expected", "_fd", "_mode", "_started", "_url", "_version",
+        "step", "temp_path", "written",
     )  # fmt: skip
 
-    def __init__(self, client: Client, url: str, mode: Mode) -> None:
+    def __init__(self, client: Client, url: str, mode: Mode, expected: str | None) -> None:
         self._client = client
+        self._expected = expected  # a 'w' write's condition (`Store.expect`); None: none
         self._url = url
         self._mode = mode
         self.step = "open"
@@ -221,11 +266,12 @@ class ObjectTemp:
         return self._mode.kind in "wx" and not self._mode.plus
 
     def _condition(self) -> str | None:
+        """No object ('x'), the version copied ('a'/'r+'), else what `expect()` gave."""
         if self._mode.kind == "x":
             return ABSENT
         if self._mode.needs_copy:
             return self._version or ABSENT
-        return None
+        return self._expected
 
     def inspect(self) -> OSError | None:
         """'x' finds no object, 'r+' finds one (as `open()` would say); one request each.
@@ -293,6 +339,7 @@ class ObjectTemp:
         size = self._client.part_size
         while len(self._buffer) > size:  # a full part and more: never the last one
             if not self._started:
+                # GCS takes the condition here, and checks it here and at the last chunk.
                 self.temp_path = self._client.start(self._condition())
                 self._started = True
             part = bytes(self._buffer[:size])

@@ -105,7 +105,9 @@ def _publish_if_unchanged(af: AtomicFile[Any], new: Any, binary: bool) -> OSErro
     except SessionFileError as exc:
         from ._remote import CONFLICTS
 
-        if exc.errno in CONFLICTS and exc.step == "commit":
+        # A store may check the condition when an upload begins, while the content is
+        # written or flushed (a GCS resumable session), as well as at the commit.
+        if exc.errno in CONFLICTS and exc.step in ("write", "flush", "commit"):
             return exc
         raise
     return None
@@ -214,8 +216,9 @@ def atomic_update(
     `fn` is not called. If `fn` raises, the file is untouched and its exception propagates
     as it is. `SessionFileError` when the file system fails (the file is then untouched).
 
-    An object store (`"s3://…"`) has no locks: the write is conditional on the version
-    read (If-Match, If-None-Match: * for a new object), and when another writer changed
+    An object store (`"s3://…"`, `"gs://…"`, `"az://…"`) has no locks: the write is
+    conditional on the version read (If-Match or ifGenerationMatch; If-None-Match: * or
+    ifGenerationMatch=0 for a new object), and when another writer changed
     the object meanwhile, it is read again and `fn` called again on the new content, until
     `timeout` (then `TimeoutError`); so `fn` may run more than once there.
     """

@@ -196,3 +196,42 @@ class Container:
                 return 0
             raise
         return len(staged)
+
+
+# -- both ----------------------------------------------------------------------------------------
+
+
+def update(form: Any, target: Any, fn: Any, **options: Any) -> Any:
+    """atomic_update through the form: sync, or atomic_update_async on its runtime."""
+    from atomicfile import atomic_update, atomic_update_async
+
+    if not form.is_async:
+        return atomic_update(target, fn, **options)
+    result: list[Any] = []
+
+    async def main() -> None:
+        result.append(await atomic_update_async(target, fn, **options))
+
+    form.run(main)
+    return result[0]
+
+
+def clean_cli(url: str, env: dict[str, str]) -> Any:
+    """`atomicfile clean URL --older-than 1h` in a child, with `env` added."""
+    import subprocess
+
+    command = [sys.executable, "-m", "atomicfile", "clean", url, "--older-than", "1h"]
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, timeout=60)
+
+
+def update_cli(url: str, env: dict[str, str], code: str) -> Any:
+    """`atomicfile update URL -- python -c CODE` in a child, with `env` added."""
+    import subprocess
+
+    command = [sys.executable, "-m", "atomicfile", "update", url, "--", sys.executable, "-c", code]
+    return subprocess.run(command, env={**os.environ, **env}, capture_output=True, timeout=60)
+
+
+#: The `update_cli` codes: add one to the number read; fail after printing.
+BUMP = "import sys; print(int(sys.stdin.read() or 0) + 1)"
+FAIL = "import sys; sys.stdin.read(); print('partial'); sys.exit(5)"

