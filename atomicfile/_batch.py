@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import errno
 import os
-import sys
 import threading
 
 # Loaded only when AtomicBatch is first used (lazy in __init__): `typing` is affordable here.
@@ -430,7 +429,7 @@ class AtomicBatch(Writer):
         dev = entry.dev
         if dev not in self._devices and dev not in self._untrusted:
             fd = f.fileno()
-            if _syncfs_trusted(fd):
+            if _fs.syncfs_trusted(fd):
                 self._devices[dev] = (os.dup(fd), entry.af.path)
             else:
                 self._untrusted.add(dev)
@@ -514,7 +513,7 @@ class AtomicBatch(Writer):
         on other file systems were fsynced one by one while prepared)."""
         for fd, path in self._devices.values():
             try:
-                _syncfs(fd)
+                _fs.syncfs(fd)
             except OSError as exc:
                 raise SessionFileError(path, self._operation, exc, "fsync") from exc
 
@@ -673,84 +672,3 @@ def _target_key(path: str, follow: bool) -> str:
         return os.path.realpath(path)
     head, tail = os.path.split(path)
     return os.path.join(os.path.realpath(head or os.curdir), tail)
-
-
-# -- one durability point for many files (Linux syncfs) --------------------------------
-
-#: statfs f_type of the local file systems whose syncfs(2) writes back every dirty inode
-#: and commits the journal (ext2/3/4, xfs, btrfs, f2fs; tmpfs and ramfs have nothing to
-#: write). FUSE, NFS and others are left to fsync(2), which they forward to the server.
-_SYNCFS_TRUSTED = frozenset({0xEF53, 0x58465342, 0x9123683E, 0xF2F52010, 0x01021994, 0x858458F6})
-_libc: Any = None
-
-
-def _load_libc() -> Any:
-    global _libc
-    if _libc is None:
-        _libc = False
-        if sys.platform.startswith("linux") and os.environ.get("ATOMICFILE_NO_SYNCFS") is None:
-            try:
-                import ctypes
-
-                libc = ctypes.CDLL(None, use_errno=True)
-                libc.syncfs.argtypes = (ctypes.c_int,)
-                libc.fstatfs.argtypes = (ctypes.c_int, ctypes.c_void_p)
-                _libc = libc
-            except (ImportError, OSError, AttributeError):
-                _libc = False
-    return _libc
-
-
-def _kernel_reports_syncfs_errors() -> bool:
-    """syncfs(2) returns writeback errors since Linux 5.8; before, it could hide them."""
-    try:
-        major, minor = (int(x) for x in os.uname().release.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) >= (5, 8)
-
-
-def _syncfs_trusted(fd: int) -> bool:
-    libc = _load_libc()
-    if not libc or not _kernel_reports_syncfs_errors():
-        return False
-    import ctypes
-
-    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type is its first word
-    if libc.fstatfs(fd, buf) != 0:
-        return False
-    f_type = int.from_bytes(buf.raw[: ctypes.sizeof(ctypes.c_long)], sys.byteorder)
-    return f_type in _SYNCFS_TRUSTED
-
-
-def _syncfs(fd: int) -> None:
-    if _load_libc().syncfs(fd) != 0:
-        import ctypes
-
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def sync_tree(fd: int, walk: bool) -> None:
-    """`_fs.sync_tree`, its home now."""
-    from ._fs import sync_tree
-
-    sync_tree(fd, walk)
-
-
-def _fsync_walk(dir_fd: int) -> None:
-    """`_fs.fsync_walk`, its home now."""
-    from ._fs import fsync_walk
-
-    fsync_walk(dir_fd)
-
-
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | os.O_CLOEXEC
-_ENTRY_FLAGS = (
-    os.O_RDONLY
-    | _NOFOLLOW
-    | getattr(os, "O_NONBLOCK", 0)
-    | getattr(os, "O_NOCTTY", 0)
-    | os.O_CLOEXEC
-)

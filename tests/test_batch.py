@@ -400,7 +400,7 @@ def test_one_durability_point(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from atomicfile import AtomicBatch\n"
-        "from atomicfile._batch import _syncfs_trusted\n"
+        "from atomicfile._fs import syncfs_trusted as _syncfs_trusted\n"
         "import os\n"
         "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
         "print('trusted', _syncfs_trusted(fd), flush=True)\n"
