@@ -9,6 +9,7 @@ import atexit
 import contextvars
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
@@ -19,6 +20,10 @@ NAME = "asyncio"
 
 #: A loop that doesn't show whether it has a default executor (uvloop) keeps using it.
 _HIDDEN = object()
+
+#: At most this many worker threads at once (what asyncio's default executor allows); more
+#: jobs wait for one of them, in order.
+MAX_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 #: Seconds an idle worker waits for its next job before its thread ends.
 IDLE_SECONDS = 10.0
@@ -142,42 +147,54 @@ def _deliver(job: _Job, result: Any, error: BaseException | None) -> None:
 
 
 class _Workers:
-    """The idle workers (each waits on its own queue) and every thread started."""
+    """The idle workers (each waits on its own queue), every thread started, and the jobs
+    waiting for a thread when MAX_THREADS are busy."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.idle: list[SimpleQueue[_Job | None]] = []
         self.threads: set[threading.Thread] = set()
+        self.backlog: deque[_Job] = deque()
         self.closing = False
 
     def submit(self, job: _Job) -> None:
+        thread = None
         with self.lock:
-            queue = self.idle.pop() if self.idle else None
-        if queue is not None:
-            queue.put(job)
-            return
-        queue = SimpleQueue()
+            if self.idle:
+                queue = self.idle.pop()
+            elif len(self.threads) >= MAX_THREADS:
+                self.backlog.append(job)  # the next worker to finish takes it
+                return
+            else:
+                queue = SimpleQueue()
+                thread = threading.Thread(
+                    target=self._serve, args=(queue,), name="atomicfile-worker", daemon=True
+                )
+                self.threads.add(thread)
         queue.put(job)
-        thread = threading.Thread(
-            target=self._serve, args=(queue,), name="atomicfile-worker", daemon=True
-        )
-        with self.lock:
-            self.threads.add(thread)
-        thread.start()
+        if thread is not None:
+            try:
+                thread.start()
+            except BaseException:
+                with self.lock:
+                    self.threads.discard(thread)
+                raise
 
     def _serve(self, queue: SimpleQueue[_Job | None]) -> None:
+        job: _Job | None = None
         try:
             while True:
-                try:
-                    job = queue.get(timeout=IDLE_SECONDS)
-                except Empty:
-                    with self.lock:
-                        if queue in self.idle:
-                            self.idle.remove(queue)
-                            return
-                    continue  # a job was handed to us just as we timed out: it is coming
                 if job is None:
-                    return
+                    try:
+                        job = queue.get(timeout=IDLE_SECONDS)
+                    except Empty:
+                        with self.lock:
+                            if queue in self.idle:
+                                self.idle.remove(queue)
+                                return
+                        continue  # a job was handed to us as we timed out: it is coming
+                    if job is None:
+                        return
                 result, error = None, None
                 try:
                     result = job.context.run(job.func, *job.args)
@@ -187,14 +204,16 @@ class _Workers:
                     # Idle before the result is delivered: the task it wakes may submit
                     # its next job at once, and should find this thread waiting.
                     closing = self.closing
-                    if not closing:
+                    following = self.backlog.popleft() if self.backlog else None
+                    if following is None and not closing:
                         self.idle.append(queue)
                 try:
                     job.loop.call_soon_threadsafe(_deliver, job, result, error)
                 except RuntimeError:
                     pass  # the loop was closed meanwhile: nobody is waiting any more
-                del job, result, error  # nothing of the last job kept alive while idle
-                if closing:
+                # Nothing of the last job is kept alive while idle.
+                job, result, error = following, None, None
+                if job is None and closing:
                     return
         finally:
             with self.lock:
@@ -209,7 +228,8 @@ class _Workers:
         for queue in idle:
             queue.put(None)
         for thread in threads:
-            thread.join()
+            if thread.ident is not None:  # else not started yet: nothing of it runs
+                thread.join()
 
 
 _workers = _Workers()

@@ -945,3 +945,30 @@ def test_workers_after_fork_and_at_exit(tmp_path: Path) -> None:
     assert (tmp_path / "t").read_bytes() == b"parent"
     assert (tmp_path / "t-child").read_bytes() == b"child"
     assert (tmp_path / "t-late").exists()  # the job running at exit was waited for
+
+
+async def test_worker_threads_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More jobs at once than MAX_THREADS wait for a worker, in order; all complete."""
+    import time
+
+    from atomicfile import _runtime_asyncio
+
+    monkeypatch.setattr(_runtime_asyncio, "MAX_THREADS", 2)
+    workers = _runtime_asyncio._Workers()  # none idle yet: the bound decides alone
+    monkeypatch.setattr(_runtime_asyncio, "_submit", workers.submit)
+    running, most, lock = [0], [0], threading.Lock()
+
+    def job(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return i
+
+    results = await asyncio.gather(*(_runtime_asyncio.run(job, i) for i in range(8)))
+    assert results == list(range(8))
+    assert most[0] == 2 and len(workers.threads) <= 2
+    workers.drain()
+    assert workers.threads == set()
