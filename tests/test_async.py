@@ -972,3 +972,36 @@ async def test_worker_threads_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     assert most[0] == 2 and len(workers.threads) <= 2
     workers.drain()
     assert workers.threads == set()
+
+
+def test_trio_jobs_respect_the_default_thread_limiter() -> None:
+    trio = pytest.importorskip("trio")
+    import time
+
+    from atomicfile import _runtime_trio
+
+    running, most, lock = [0], [0], threading.Lock()
+
+    def job(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return i
+
+    async def main() -> list[int]:
+        trio.to_thread.current_default_thread_limiter().total_tokens = 2
+        results: list[int] = []
+
+        async def one(i: int) -> None:
+            results.append(await _runtime_trio.run(job, i))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(one, i)
+        return sorted(results)
+
+    assert trio.run(main) == list(range(6))
+    assert most[0] == 2
