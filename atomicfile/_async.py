@@ -329,8 +329,9 @@ async def open_when_locked(af: AtomicFile[Any], runtime: Runtime, job: Callable[
     thread job as the attempt at the lock that succeeded.
 
     Each attempt is one non-blocking try in a worker thread, with the runtime's own sleep
-    between them, so no thread ever blocks in a flock (the loop's default executor, which
-    `asyncio.run()` joins at exit, stays free) and the loop runs other tasks meanwhile.
+    between them, so no thread ever blocks in a flock (the worker threads stay free for other
+    writes, and an executor `asyncio.run()` joins at exit is never held) and the loop runs
+    other tasks meanwhile.
     When the time is up, `job()` runs anyway: its `open()` looks once more and raises the
     `TimeoutError`, as the sync form does (and so for an error met while locking). A
     cancellation leaves nothing held, and undoes an open that completed meanwhile.

@@ -1,9 +1,10 @@
 """Issue 14's figures: many files at once.
 
 1. 2,000 new 1 KiB files written durably through one `AtomicBatch`, against 2,000
-   hand-written temp+rename writes without any fsync (target: >= 0.7x their speed). Beside
-   it, the ways to make N temps durable together, each a whole write-then-publish of the
-   same 2,000 files by hand: an fsync per temp, fsyncs from 8 threads, one Linux syncfs.
+   hand-written temp+rename writes without any fsync (target: >= 0.85x their speed, issue
+   23; issue 14 asked 0.7x). Beside it, the ways to make N temps durable together, each
+   a whole write-then-publish of the same 2,000 files by hand: an fsync per temp, fsyncs
+   from 8 threads, one Linux syncfs.
 2. A 2,000-file tree (20 directories of 100 files) written through `AtomicDirectory`
    (durable), against plain `open()` writes of the same tree followed by one `os.sync()`
    (target: >= 0.9x).
@@ -191,8 +192,8 @@ def run(cfg: Config) -> list[Row]:
                 f"{med(times[name]) * 1e3:.0f} ms",
                 f"{med(times[base]) * 1e3:.0f} ms",
                 ratio,
-                ">= 0.7x" if ours else "-",
-                at_least(ratio, 0.7) if ours else "info",
+                ">= 0.85x" if ours else "-",
+                at_least(ratio, 0.85) if ours else "info",
                 spread=ratio_range(times, base, name),
             )
         )

@@ -25,6 +25,7 @@ import import_time
 import many_files
 import small_files
 import syscalls
+import update
 from common import Config, Row, load, machine, mount_of
 
 import atomicfile
@@ -40,6 +41,10 @@ GROUPS: dict[str, tuple[str, Callable[[Config], list[Row]]]] = {
     "syscalls": ("7: syscall count", syscalls.run),
     "import": ("8: import time", import_time.run),
     "many": ("14: many files (AtomicBatch, AtomicDirectory)", many_files.run),
+    "update": (
+        "20.1: atomic_update uncontended",
+        lambda cfg: update.uncontended(cfg.root, cfg.small_n // 2, cfg.rounds),
+    ),
 }
 
 

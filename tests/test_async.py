@@ -845,3 +845,163 @@ def test_from_import_of_async_names_and_unknown_attribute() -> None:
         "AttributeError module 'atomicfile' has no attribute 'nope'",
         "[]",
     ]
+
+
+# -- the worker threads (asyncio) ----------------------------------------------------------
+
+
+def _worker_name() -> str:
+    return threading.current_thread().name
+
+
+async def test_jobs_run_on_the_library_workers(tmp_path: Path) -> None:
+    from atomicfile import _runtime_asyncio
+
+    names = [await _runtime_asyncio.run(_worker_name) for _ in range(3)]
+    assert names == ["atomicfile-worker"] * 3
+    # The executor asyncio makes itself at the first run_in_executor(None) is no choice.
+    await asyncio.get_running_loop().run_in_executor(None, _worker_name)
+    assert await _runtime_asyncio.run(_worker_name) == "atomicfile-worker"
+    await atomic_write_async(tmp_path / "t", b"x")
+    assert (tmp_path / "t").read_bytes() == b"x"
+
+
+async def test_set_default_executor_is_honoured(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from atomicfile import _runtime_asyncio
+
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix="chosen") as pool:
+        loop.set_default_executor(pool)
+        assert (await _runtime_asyncio.run(_worker_name)).startswith("chosen")
+        async with AtomicFile(tmp_path / "t", "wb") as f:
+            await f.write(b"y")
+        assert (tmp_path / "t").read_bytes() == b"y"
+        await loop.shutdown_default_executor()
+
+
+async def test_concurrent_jobs_get_their_own_threads() -> None:
+    """A job that waits doesn't hold up the others (fsyncs of concurrent writes overlap)."""
+    from atomicfile import _runtime_asyncio
+
+    gate = threading.Barrier(3, timeout=10)
+    idents = await asyncio.gather(*(_runtime_asyncio.run(gate.wait) for _ in range(3)))
+    assert sorted(idents) == [0, 1, 2]  # all three waited at the barrier at once
+
+
+async def test_job_error_and_context_reach_the_caller() -> None:
+    import contextvars
+
+    from atomicfile import _runtime_asyncio
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var")
+    var.set("caller's")
+    assert await _runtime_asyncio.run(var.get) == "caller's"
+
+    def fail() -> None:
+        raise KeyError("job")
+
+    with pytest.raises(KeyError, match="job"):
+        await _runtime_asyncio.run(fail)
+
+    def stop() -> None:
+        raise StopIteration
+
+    with pytest.raises(RuntimeError, match="StopIteration"):
+        await _runtime_asyncio.run(stop)
+
+
+def test_workers_after_fork_and_at_exit(tmp_path: Path) -> None:
+    """A forked child gets fresh workers (the parent's threads aren't there); at exit a job
+    still running completes before the interpreter goes, and asyncio.run() never waits
+    for idle workers."""
+    code = (
+        "import asyncio, os, sys, threading, time\n"
+        "from atomicfile import atomic_write_async, _runtime_asyncio as r\n"
+        f"target = {str(tmp_path / 't')!r}\n"
+        "async def main():\n"
+        "    await atomic_write_async(target, b'parent')\n"
+        "asyncio.run(main())\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    asyncio.run(atomic_write_async(target + '-child', b'child'))\n"
+        "    os._exit(0)\n"
+        "assert os.waitpid(pid, 0)[1] == 0\n"
+        "start = time.monotonic()\n"
+        "async def slow():\n"
+        "    loop = asyncio.get_running_loop()\n"
+        "    def job():\n"
+        "        time.sleep(0.5)\n"
+        "        open(target + '-late', 'w').close()\n"
+        "    r._submit(r._Job(loop, __import__('contextvars').copy_context(), job, ()))\n"
+        "asyncio.run(slow())\n"
+        "print(time.monotonic() - start < 0.4)\n"  # asyncio.run didn't wait for the job
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.split() == ["True"]
+    assert (tmp_path / "t").read_bytes() == b"parent"
+    assert (tmp_path / "t-child").read_bytes() == b"child"
+    assert (tmp_path / "t-late").exists()  # the job running at exit was waited for
+
+
+async def test_worker_threads_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More jobs at once than MAX_THREADS wait for a worker, in order; all complete."""
+    import time
+
+    from atomicfile import _runtime_asyncio
+
+    monkeypatch.setattr(_runtime_asyncio, "MAX_THREADS", 2)
+    workers = _runtime_asyncio._Workers()  # none idle yet: the bound decides alone
+    monkeypatch.setattr(_runtime_asyncio, "_submit", workers.submit)
+    running, most, lock = [0], [0], threading.Lock()
+
+    def job(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return i
+
+    results = await asyncio.gather(*(_runtime_asyncio.run(job, i) for i in range(8)))
+    assert results == list(range(8))
+    assert most[0] == 2 and len(workers.threads) <= 2
+    workers.drain()
+    assert workers.threads == set()
+
+
+def test_trio_jobs_respect_the_default_thread_limiter() -> None:
+    trio = pytest.importorskip("trio")
+    import time
+
+    from atomicfile import _runtime_trio
+
+    running, most, lock = [0], [0], threading.Lock()
+
+    def job(i: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        return i
+
+    async def main() -> list[int]:
+        trio.to_thread.current_default_thread_limiter().total_tokens = 2
+        results: list[int] = []
+
+        async def one(i: int) -> None:
+            results.append(await _runtime_trio.run(job, i))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(6):
+                nursery.start_soon(one, i)
+        return sorted(results)
+
+    assert trio.run(main) == list(range(6))
+    assert most[0] == 2
