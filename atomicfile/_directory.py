@@ -34,12 +34,11 @@ import stat
 from . import _fs, _naming, _permissions
 from ._clean import STAGING_TREE
 from ._errors import needs_wrapping
-from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, Writer
+from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, ThreadedAsync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
-    from types import TracebackType
 
     from _typeshed import StrOrBytesPath
 
@@ -60,7 +59,7 @@ _NOT_MOVABLE = (
 )
 
 
-class AtomicDirectory(Writer):
+class AtomicDirectory(ThreadedAsync):
     """Replace the directory `path` with a new tree in one step: readers and crashes see
     the old tree or the new one, never a mix, never a missing one.
 
@@ -185,6 +184,8 @@ class AtomicDirectory(Writer):
     if TYPE_CHECKING:
 
         def __enter__(self) -> Path: ...
+
+        async def __aenter__(self) -> Path: ...
 
     def _open(self) -> None:
         try:
@@ -533,29 +534,6 @@ class AtomicDirectory(Writer):
         from pathlib import Path
 
         return Path(os.path.join(self._dir, name))
-
-    # -- async: the same `with`, each blocking step in a worker thread ---------------------
-
-    async def __aenter__(self) -> Path:
-        from ._async import run
-
-        self._expect_new()
-        try:
-            return await run(self.__enter__)
-        except BaseException as exc:
-            if self._state == OPEN:  # cancelled while the thread created it: undo
-                await run(self.__exit__, type(exc), exc, exc.__traceback__)
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        from ._async import run
-
-        await run(self.__exit__, exc_type, exc, tb)
 
     # -- the base's hooks --------------------------------------------------------------
 

@@ -26,12 +26,11 @@ import stat
 
 from . import _fs, _naming, _permissions
 from ._errors import needs_wrapping
-from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, Writer
+from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, ThreadedAsync
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
-    from types import TracebackType
 
     from _typeshed import StrOrBytesPath
 
@@ -46,7 +45,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOTHING = "Nothing was written at the path atomic_path gave; the target is left as it was"
 
 
-class AtomicPath(Writer):
+class AtomicPath(ThreadedAsync):
     """A path to write the target's new content to, with any tool; published over the
     target in one step on a clean exit. Made by `atomic_path()`: see there."""
 
@@ -144,6 +143,8 @@ class AtomicPath(Writer):
     if TYPE_CHECKING:
 
         def __enter__(self) -> Path: ...
+
+        async def __aenter__(self) -> Path: ...
 
     def _make_staging(self, temp: LocalTemp) -> None:
         from ._directory import bound_path, claim
@@ -284,29 +285,6 @@ class AtomicPath(Writer):
             os.close(fd)
             raise
         return fd
-
-    # -- async: the same `with`, each blocking step in a worker thread ---------------------
-
-    async def __aenter__(self) -> Path:
-        from ._async import run
-
-        self._expect_new()
-        try:
-            return await run(self.__enter__)
-        except BaseException as exc:
-            if self._state == OPEN:  # cancelled while the thread created it: undo
-                await run(self.__exit__, type(exc), exc, exc.__traceback__)
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        from ._async import run
-
-        await run(self.__exit__, exc_type, exc, tb)
 
     # -- the base's hooks --------------------------------------------------------------
 
