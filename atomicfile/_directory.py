@@ -22,7 +22,9 @@ writer's that lacks it is lent it (given back when the old tree is kept). Anothe
 old tree that this one can't write can't be replaced (EACCES, said plainly).
 
 The lifecycle (states, misuse errors, `discard()`, `with`, garbage collection, the fork
-guard) is `_txn.Writer`'s; this module supplies the open and commit phases and the cleanup.
+guard) is `_txn.Writer`'s; the staging directory's life, the log hooks and `async with` are
+`_staging.StagedWriter`'s (shared with `atomic_path`); this module supplies the open and
+commit phases and the cleanup.
 """
 
 from __future__ import annotations
@@ -34,19 +36,18 @@ import stat
 from . import _fs, _naming, _permissions
 from ._clean import STAGING_TREE
 from ._errors import needs_wrapping
-from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, Writer
+from ._staging import ATTEMPTS, StagedWriter, bound_path
+from ._txn import COMMITTED, FAILED, OPEN
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
-    from types import TracebackType
 
     from _typeshed import StrOrBytesPath
 
     from ._log import AnyLogger, EventLog
     from ._permissions import Permissions
 
-_ATTEMPTS = 100
 _SETID = stat.S_ISUID | stat.S_ISGID
 _NO_EXCHANGE = (
     "This system or file system can't exchange two directories atomically "
@@ -60,7 +61,7 @@ _NOT_MOVABLE = (
 )
 
 
-class AtomicDirectory(Writer):
+class AtomicDirectory(StagedWriter):
     """Replace the directory `path` with a new tree in one step: readers and crashes see
     the old tree or the new one, never a mix, never a missing one.
 
@@ -97,16 +98,13 @@ class AtomicDirectory(Writer):
     #: The block fills `d` any way it likes (open(), copytree, other libraries, child
     #: processes): its errors are its own and pass unchanged, not as the write's.
     _wraps_block_errors = False
+    _log_operation = "atomic_directory"
 
     # Starting values shared by every instance (the base's convention).
     _dfd = -1  # the parent directory
-    _sfd = -1  # the staging directory (its flock keeps the sweep away)
     _tfd = -1  # the new tree, `tree` in the staging directory until the exchange
     _extra_fd = -1  # a target that appeared during the commit, locked
-    _name = ""  # the staging directory's name in the parent, until it is removed
-    _temp_path: str | None = None  # its path, for the log
     _aside = ""  # fallback=True: the old tree's name in the parent once moved aside
-    _handed: Path | None = None  # what `open()` returned
     _final_mode: int | None = None
     _narrow = 0  # the final mode without group and set-id bits while the owner changes
     _owner: tuple[int, int] | None = None  # given to the new tree after the exchange
@@ -115,7 +113,6 @@ class AtomicDirectory(Writer):
     _target_stat: os.stat_result | None = None
     _parent_stat: os.stat_result | None = None
     _step = "open"
-    _start = 0.0
     #: make_parents=True: a list, then the directories a new one was made in (`_parents`).
     _parents: list[int] | None = None
 
@@ -186,6 +183,8 @@ class AtomicDirectory(Writer):
 
         def __enter__(self) -> Path: ...
 
+        async def __aenter__(self) -> Path: ...
+
     def _open(self) -> None:
         try:
             self._dfd = dfd = os.open(self._dir or os.curdir, _fs.DIR_FLAGS_FOLLOW)
@@ -207,44 +206,14 @@ class AtomicDirectory(Writer):
         self._step = "permissions"
         self._final_mode = _permissions.final_mode(self._permissions, self.path, st)
         self._step = "create temp"
-        for _ in range(_ATTEMPTS):
-            name = _naming.temp_name(self._base, _naming.token())
-            try:
-                os.mkdir(name, 0o700, dir_fd=dfd)
-            except FileExistsError:
-                continue
-            sfd = self._claim(name, parent)
-            if sfd >= 0:
-                self._sfd, self._name = sfd, name
-                break
-        else:
-            raise FileExistsError(errno.EEXIST, "No free staging directory name", self.path)
-        self._temp_path = os.path.join(self._dir, name)
-        # The sweep's mark of a staging directory (with `tree` the only entry): exactly
-        # 0700, whatever the umask.
-        os.fchmod(sfd, 0o700)
+        # The staging directory, with `tree` its only entry (the sweep's mark).
+        sfd = self._make_staging(dfd, self._dir, self._base, parent)
+        assert self._temp_path is not None
         # The new tree: private while it fills, its mode is set at commit.
         os.mkdir(STAGING_TREE, 0o700, dir_fd=sfd)
         self._tfd = tfd = os.open(STAGING_TREE, _fs.DIR_FLAGS, dir_fd=sfd)
         self._handed = bound_path(tfd, os.path.join(self._temp_path, STAGING_TREE))
-        log = self._log
-        if log.debug:
-            from ._log import DEBUG, STARTED
-
-            log.emit(DEBUG, STARTED, {
-                "target_path": self.path,
-                "temp_path": self._temp_path,
-                "operation": "atomic_directory",
-            })  # fmt: skip
-
-    def _claim(self, name: str, parent: os.stat_result) -> int:
-        """Open and lock the directory we just made as `name`: its descriptor, or -1 when
-        it is no longer ours to use (then the caller takes a new name).
-
-        Between our mkdir and our flock a sweep may find it unlocked: if the sweep holds
-        the lock, the directory is the sweep's to remove; if the sweep removed it already,
-        the name is gone or names something else. Either way we never work in it."""
-        return claim(self._dfd, name, parent)
+        self._log_started()
 
     def _check_target(self, st: os.stat_result, parent: os.stat_result) -> None:
         if stat.S_ISLNK(st.st_mode):
@@ -288,16 +257,7 @@ class AtomicDirectory(Writer):
                     raise self._error(exc, self._step) from exc
                 raise
             self._state = COMMITTED
-            log = self._log
-            if log.debug:
-                from ._log import DEBUG, RENAMED, ms
-
-                log.emit(DEBUG, RENAMED, {
-                    "temp_path": self._temp_path,
-                    "target_path": self.path,
-                    "duration": ms(exchanged_at),
-                    "operation": "exchange" if exchanged else "rename",
-                })  # fmt: skip
+            self._log_renamed(self._temp_path, exchanged_at, "exchange" if exchanged else "rename")
             # An error from here on comes after the new tree is in place: the old tree is
             # still dealt with, then the error is raised (the tree may lack its final mode,
             # or not survive a power loss).
@@ -316,7 +276,7 @@ class AtomicDirectory(Writer):
 
                         synced = sync_parents(self._parents) and synced
                     if not synced:
-                        self._warn_dir_sync()
+                        self._warn_dir_sync(self._dir)
                 except OSError as exc:
                     late = late or (exc, "fsync directory")
             self._drop_old(exchanged)
@@ -329,13 +289,7 @@ class AtomicDirectory(Writer):
             if old_fd >= 0:
                 os.close(old_fd)
             self._release()
-        if self._log.debug:
-            from ._log import COMPLETED, DEBUG, ms
-
-            self._log.emit(DEBUG, COMPLETED, {
-                "target_path": self.path,
-                "total_duration": ms(self._start),
-            })  # fmt: skip
+        self._log_completed()
 
     def _set_mode(self) -> None:
         """The new top directory's mode before the exchange: its final mode, without group
@@ -499,7 +453,7 @@ class AtomicDirectory(Writer):
                 self._lent = None  # it goes
                 self._log_removal(_remove(self._dfd, aside), os.path.join(self._dir, aside))
         elif exchanged and self._keep_old:
-            for _ in range(_ATTEMPTS):
+            for _ in range(ATTEMPTS):
                 kept = _kept_name(self._base)
                 try:
                     # Out of the staging directory to the parent: the lent write is
@@ -534,29 +488,6 @@ class AtomicDirectory(Writer):
 
         return Path(os.path.join(self._dir, name))
 
-    # -- async: the same `with`, each blocking step in a worker thread ---------------------
-
-    async def __aenter__(self) -> Path:
-        from ._async import run
-
-        self._expect_new()
-        try:
-            return await run(self.__enter__)
-        except BaseException as exc:
-            if self._state == OPEN:  # cancelled while the thread created it: undo
-                await run(self.__exit__, type(exc), exc, exc.__traceback__)
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        from ._async import run
-
-        await run(self.__exit__, exc_type, exc, tb)
-
     # -- the base's hooks --------------------------------------------------------------
 
     def _cleanup(self) -> bool | OSError:
@@ -573,34 +504,17 @@ class AtomicDirectory(Writer):
         return removal
 
     def _forget(self) -> None:
-        """A forked child's copy of an open write: close its descriptors (the flock stays
-        the parent's: it belongs to the open file description), remove nothing."""
-        self._state = DISCARDED
-        self._name = ""
-        self._lent = None
-        self._release()
+        self._lent = None  # the old tree, if any, is the parent's
+        super()._forget()
 
-    def _remove_staging(self) -> bool | OSError:
-        """Empty the staging directory through its descriptor (nobody else can write in
-        it), then remove its name if the name is still it. True when done; else the
-        error of the step that stopped it (EXDEV: the tree holds a mount point, left
-        with the directories that lead to it): the staging directory then stays, and is
-        what the one warning names."""
-        name, self._name = self._name, ""
-        sfd, dfd = self._sfd, self._dfd
-        removal = _remove(sfd, STAGING_TREE)
-        if removal is not True:
-            return removal
-        try:
-            now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            mine = os.fstat(sfd)
-            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-                os.rmdir(name, dir_fd=dfd)
-        except FileNotFoundError:
-            pass  # renamed away by whoever controls the parent: theirs to remove
-        except OSError as exc:
-            return exc
-        return True
+    def _parent_fd(self) -> int:
+        return self._dfd
+
+    def _empty_staging(self, sfd: int) -> bool | OSError:
+        """`tree` (the new tree, or the old one after the exchange) is its only entry:
+        removed, or the error (EXDEV: the tree holds a mount point, left with the
+        directories that lead to it)."""
+        return _remove(sfd, STAGING_TREE)
 
     def _release(self) -> None:
         for attr in ("_tfd", "_sfd", "_dfd", "_extra_fd"):
@@ -611,51 +525,6 @@ class AtomicDirectory(Writer):
             parents, self._parents = self._parents, []
             _fs.close_quietly(*parents)
 
-    def _log_failure(self, exc: BaseException) -> None:
-        from ._log import ERROR, FAILED, error_code
-
-        log: EventLog = self._log
-        if log.enabled(ERROR):
-            log.emit(ERROR, FAILED, {
-                "target_path": self.path,
-                "temp_path": self._temp_path,
-                "error_code": error_code(exc),
-                "error_message": str(exc),
-                "operation": "atomic_directory",
-            })  # fmt: skip
-
-    def _log_discard(self, reason: BaseException | None) -> None:
-        log: EventLog = self._log
-        if log.debug:
-            from ._log import DEBUG, DISCARDED
-
-            fields = {
-                "target_path": self.path,
-                "temp_path": self._temp_path,
-                "operation": "discard",
-            }
-            if reason is not None:
-                fields["reason"] = type(reason).__name__
-            log.emit(DEBUG, DISCARDED, fields)
-
-    def _log_removal(self, removal: bool | OSError, path: str | None = None) -> None:
-        """One event for one removal: DEBUG when done, else one WARNING naming what was
-        left (`path`, by default the staging directory) and why (its errno)."""
-        if removal is False:
-            return
-        from ._log import CLEANED, CLEANUP_FAILED, DEBUG, WARNING, error_code
-
-        log: EventLog = self._log
-        where = path or self._temp_path
-        if removal is True:
-            if log.debug:
-                log.emit(DEBUG, CLEANED, {"temp_path": where, "operation": "cleanup"})
-        elif log.enabled(WARNING):
-            log.emit(WARNING, CLEANUP_FAILED, {
-                "temp_path": where,
-                "cleanup_error_code": error_code(removal),
-            })  # fmt: skip
-
     def _warn_owner(self, exc: OSError) -> None:
         from ._log import OWNER_KEPT_FAILED, WARNING, error_code
 
@@ -665,17 +534,6 @@ class AtomicDirectory(Writer):
                 "target_path": self.path,
                 "error_code": error_code(exc),
                 "operation": "atomic_directory",
-            })  # fmt: skip
-
-    def _warn_dir_sync(self) -> None:
-        from ._log import DIR_SYNC_SKIPPED, WARNING
-
-        log: EventLog = self._log
-        if log.enabled(WARNING):
-            log.emit(WARNING, DIR_SYNC_SKIPPED, {
-                "target_path": self.path,
-                "directory": self._dir,
-                "operation": "fsync_directory",
             })  # fmt: skip
 
 
@@ -707,23 +565,6 @@ def _remove(dir_fd: int, name: str) -> bool | OSError:
     return True
 
 
-def bound_path(fd: int, by_name: str) -> Path:
-    """A path to the directory open as `fd` that resolves through the descriptor, not
-    through names another user may change: `/proc/<pid>/fd/<fd>` (child processes of the
-    same user reach it too). Where /proc doesn't lead there (no /proc: macOS, BSD), the
-    path by name."""
-    from pathlib import Path
-
-    proc = f"/proc/{os.getpid()}/fd/{fd}"
-    try:
-        seen, mine = os.stat(proc), os.fstat(fd)
-    except OSError:
-        return Path(by_name)
-    if (seen.st_dev, seen.st_ino) == (mine.st_dev, mine.st_ino):
-        return Path(proc)
-    return Path(by_name)
-
-
 def _kept_name(base: str) -> str:
     """`.<base>.<16 hex>.old`: apart from the temp shape, so the sweep never removes it."""
     return _naming.temp_name(base, _naming.token())[: -len(".tmp")] + ".old"
@@ -751,34 +592,3 @@ def _rename_new(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
         if exc.errno == errno.ENOTEMPTY:
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst) from exc
         raise
-
-
-def claim(dfd: int, name: str, parent: os.stat_result) -> int:
-    """Open and lock the staging directory just made as `name` in `dfd` (`AtomicDirectory`,
-    `atomic_path`): its descriptor, or -1 when it is no longer ours to use."""
-    try:
-        sfd = os.open(name, _fs.DIR_FLAGS, dir_fd=dfd)
-    except (FileNotFoundError, NotADirectoryError):
-        return -1
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # a symlink put at the name
-            return -1
-        raise
-    try:
-        mine = os.fstat(sfd)
-        theirs = mine.st_dev != parent.st_dev or mine.st_uid != _permissions.euid()
-        if theirs or _fs.try_lock(sfd) is False:
-            os.close(sfd)
-            return -1
-        # Locked: make sure the name still leads to it (not removed meanwhile).
-        try:
-            now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            now = None
-    except BaseException:
-        os.close(sfd)
-        raise
-    if now is None or (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino):
-        os.close(sfd)
-        return -1
-    return sfd

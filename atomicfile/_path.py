@@ -15,7 +15,9 @@ directory descriptors. The staging directory (and whatever the tool left beside 
 a journal) is removed after, and on every failure.
 
 The lifecycle (states, misuse errors, `discard()`, `with`, garbage collection, the fork
-guard) is `_txn.Writer`'s; this module supplies the open and commit phases and the cleanup.
+guard) is `_txn.Writer`'s; the staging directory's life, the log hooks and `async with` are
+`_staging.StagedWriter`'s (shared with `AtomicDirectory`); this module supplies the open and
+commit phases and the cleanup.
 """
 
 from __future__ import annotations
@@ -24,29 +26,28 @@ import errno
 import os
 import stat
 
-from . import _fs, _naming, _permissions
+from . import _fs, _permissions
 from ._errors import needs_wrapping
-from ._txn import COMMITTED, DISCARDED, FAILED, OPEN, Writer
+from ._staging import StagedWriter, bound_path
+from ._txn import COMMITTED, FAILED, OPEN
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
-    from types import TracebackType
 
     from _typeshed import StrOrBytesPath
 
     from ._local import LocalTemp
-    from ._log import AnyLogger, EventLog
+    from ._log import AnyLogger
     from ._permissions import Permissions
 
-_ATTEMPTS = 100
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NOTHING = "Nothing was written at the path atomic_path gave; the target is left as it was"
 
 
-class AtomicPath(Writer):
+class AtomicPath(StagedWriter):
     """A path to write the target's new content to, with any tool; published over the
     target in one step on a clean exit. Made by `atomic_path()`: see there."""
 
@@ -55,14 +56,10 @@ class AtomicPath(Writer):
     #: The block runs other code (sqlite3, a subprocess): its errors pass unchanged.
     _wraps_block_errors = False
     _abandoned_hint = "use 'with atomic_path(...)'"
+    _log_operation = "atomic_path"
 
     _temp: LocalTemp | None = None
-    _sfd = -1  # the staging directory, locked
     _fd = -1  # the file found at the path, at commit
-    _name = ""  # the staging directory's name in the target's directory, until removed
-    _temp_path: str | None = None  # its path, for the log and errors
-    _handed: Path | None = None
-    _start = 0.0
 
     def __init__(
         self,
@@ -132,7 +129,7 @@ class AtomicPath(Writer):
                 raise problem
             temp.plan(self._permissions)
             temp.step = "create temp"
-            self._make_staging(temp)
+            self._stage(temp)
         except BaseException as exc:
             self._fail(exc)
             if needs_wrapping(exc):
@@ -145,38 +142,14 @@ class AtomicPath(Writer):
 
         def __enter__(self) -> Path: ...
 
-    def _make_staging(self, temp: LocalTemp) -> None:
-        from ._directory import bound_path, claim
+        async def __aenter__(self) -> Path: ...
 
+    def _stage(self, temp: LocalTemp) -> None:
         dfd, directory, base = temp.directory()
-        parent = os.fstat(dfd)
-        for _ in range(_ATTEMPTS):
-            name = _naming.temp_name(base, _naming.token())
-            try:
-                os.mkdir(name, 0o700, dir_fd=dfd)
-            except FileExistsError:
-                continue
-            except PermissionError as exc:
-                raise _cannot_create(exc, directory, self.path) from None
-            sfd = claim(dfd, name, parent)
-            if sfd >= 0:
-                self._sfd, self._name = sfd, name
-                break
-        else:
-            raise FileExistsError(errno.EEXIST, "No free staging directory name", self.path)
-        self._temp_path = staging = os.path.join(directory, name)
-        # The sweep's mark of a staging directory: exactly 0700, whatever the umask.
-        os.fchmod(sfd, 0o700)
-        self._handed = bound_path(sfd, staging) / base
-        log = self._log
-        if log.debug:
-            from ._log import DEBUG, STARTED
-
-            log.emit(DEBUG, STARTED, {
-                "target_path": self.path,
-                "temp_path": self._temp_path,
-                "operation": "atomic_path",
-            })  # fmt: skip
+        sfd = self._make_staging(dfd, directory, base, os.fstat(dfd))
+        assert self._temp_path is not None
+        self._handed = bound_path(sfd, self._temp_path) / base
+        self._log_started()
 
     def commit(self) -> None:
         """Publish the file at the path: check it is a regular file, give it the target's
@@ -208,21 +181,12 @@ class AtomicPath(Writer):
                     raise self._error(exc, temp.step) from exc
                 raise
             self._state = COMMITTED
-            log = self._log
-            if log.debug:
-                from ._log import DEBUG, RENAMED, ms
-
-                log.emit(DEBUG, RENAMED, {
-                    "temp_path": str(self._handed),
-                    "target_path": self.path,
-                    "duration": ms(renamed_at),
-                    "operation": "rename",
-                })  # fmt: skip
+            self._log_renamed(str(self._handed), renamed_at, "rename")
             late: OSError | None = None
             if self._durable:
                 try:
                     if not temp.sync_dir():
-                        self._warn_dir_sync(temp)
+                        self._warn_dir_sync(temp.directory()[1])
                 except OSError as exc:
                     late = exc  # in place, but may not survive a power loss: say so
             self._log_removal(self._remove_staging())
@@ -232,13 +196,7 @@ class AtomicPath(Writer):
                 raise self._error(late, "fsync directory") from late
         finally:
             self._release()
-        if self._log.debug:
-            from ._log import COMPLETED, DEBUG, ms
-
-            self._log.emit(DEBUG, COMPLETED, {
-                "target_path": self.path,
-                "total_duration": ms(self._start),
-            })  # fmt: skip
+        self._log_completed()
 
     def _open_result(self, temp: LocalTemp) -> int:
         """The file the tool left at the path, open, checked from its descriptor."""
@@ -285,29 +243,6 @@ class AtomicPath(Writer):
             raise
         return fd
 
-    # -- async: the same `with`, each blocking step in a worker thread ---------------------
-
-    async def __aenter__(self) -> Path:
-        from ._async import run
-
-        self._expect_new()
-        try:
-            return await run(self.__enter__)
-        except BaseException as exc:
-            if self._state == OPEN:  # cancelled while the thread created it: undo
-                await run(self.__exit__, type(exc), exc, exc.__traceback__)
-            raise
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        from ._async import run
-
-        await run(self.__exit__, exc_type, exc, tb)
-
     # -- the base's hooks --------------------------------------------------------------
 
     def _cleanup(self) -> bool | OSError:
@@ -315,42 +250,20 @@ class AtomicPath(Writer):
         self._release()
         return removal
 
-    def _forget(self) -> None:
-        """A forked child's copy: close its descriptors, remove nothing (the parent's)."""
-        self._state = DISCARDED
-        self._name = ""
-        self._release()
-
-    def _remove_staging(self) -> bool | OSError:
-        """Empty the staging directory through its descriptor (only this writer can write
-        in it), then remove its name if the name still leads to it. True when done, else
-        the error (the sweep removes it once this writer is gone)."""
-        from ._clean import remove_tree
-
-        name, self._name = self._name, ""
-        sfd = self._sfd
+    def _parent_fd(self) -> int:
         temp = self._temp
         assert temp is not None
-        dfd = temp.directory()[0]
-        try:
-            for entry in os.listdir(sfd):
-                try:
-                    os.unlink(entry, dir_fd=sfd)
-                except IsADirectoryError:
-                    remove_tree(sfd, entry)
-                except OSError as exc:
-                    if exc.errno != errno.EPERM:  # EPERM: a directory, on some systems
-                        raise
-                    remove_tree(sfd, entry)
-            now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            mine = os.fstat(sfd)
-            if (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-                os.rmdir(name, dir_fd=dfd)
-        except FileNotFoundError:
-            pass  # renamed away by whoever controls the directory: theirs to remove
-        except OSError as exc:
-            return exc
-        return True
+        return temp.directory()[0]
+
+    def _cannot_create(self, exc: PermissionError, directory: str) -> OSError:
+        """EACCES making the staging directory: name the directory and the target."""
+        where = directory or os.curdir
+        return PermissionError(
+            exc.errno,
+            f"Permission denied: can't create the staging directory in {where!r}, where "
+            f"{self.path!r} is replaced (the directory must be writable)",
+            self.path,
+        )
 
     def _release(self) -> None:
         fd, sfd = self._fd, self._sfd
@@ -361,59 +274,6 @@ class AtomicPath(Writer):
             if temp.temp_stat is not None:
                 fd = -1
         _fs.close_quietly(fd, sfd)
-
-    def _log_failure(self, exc: BaseException) -> None:
-        from ._log import ERROR, FAILED, error_code
-
-        log: EventLog = self._log
-        if log.enabled(ERROR):
-            log.emit(ERROR, FAILED, {
-                "target_path": self.path,
-                "temp_path": self._temp_path,
-                "error_code": error_code(exc),
-                "error_message": str(exc),
-                "operation": "atomic_path",
-            })  # fmt: skip
-
-    def _log_discard(self, reason: BaseException | None) -> None:
-        log: EventLog = self._log
-        if log.debug:
-            from ._log import DEBUG, DISCARDED
-
-            fields = {
-                "target_path": self.path,
-                "temp_path": self._temp_path,
-                "operation": "discard",
-            }
-            if reason is not None:
-                fields["reason"] = type(reason).__name__
-            log.emit(DEBUG, DISCARDED, fields)
-
-    def _log_removal(self, removal: bool | OSError) -> None:
-        if removal is False:
-            return
-        from ._log import CLEANED, CLEANUP_FAILED, DEBUG, WARNING, error_code
-
-        log: EventLog = self._log
-        if removal is True:
-            if log.debug:
-                log.emit(DEBUG, CLEANED, {"temp_path": self._temp_path, "operation": "cleanup"})
-        elif log.enabled(WARNING):
-            log.emit(WARNING, CLEANUP_FAILED, {
-                "temp_path": self._temp_path,
-                "cleanup_error_code": error_code(removal),
-            })  # fmt: skip
-
-    def _warn_dir_sync(self, temp: LocalTemp) -> None:
-        from ._log import DIR_SYNC_SKIPPED, WARNING
-
-        log: EventLog = self._log
-        if log.enabled(WARNING):
-            log.emit(WARNING, DIR_SYNC_SKIPPED, {
-                "target_path": self.path,
-                "directory": temp.directory()[1],
-                "operation": "fsync_directory",
-            })  # fmt: skip
 
 
 def atomic_path(
@@ -469,15 +329,4 @@ def _not_regular(shown: str) -> OSError:
         shown,
         "Not a regular file at the path (a FIFO, socket or device): atomic_path publishes "
         "a regular file; the target is left as it was",
-    )
-
-
-def _cannot_create(exc: OSError, directory: str, target: str) -> OSError:
-    """EACCES making the staging directory: name the directory and the target."""
-    where = directory or os.curdir
-    return PermissionError(
-        exc.errno,
-        f"Permission denied: can't create the staging directory in {where!r}, where "
-        f"{target!r} is replaced (the directory must be writable)",
-        target,
     )

@@ -239,3 +239,30 @@ class Writer:
         except Exception:
             if exc is None:
                 raise  # a plain discard: the logger's error is the only one
+
+
+class ThreadedAsync(Writer):
+    """`async with` for a writer whose every step blocks (`AtomicDirectory`,
+    `atomic_path`): the same `with`, `__enter__` and `__exit__` each run in a worker thread
+    (`_async.run`, imported when first used: `import atomicfile` never imports asyncio)."""
+
+    async def __aenter__(self) -> Any:
+        from ._async import run
+
+        self._expect_new()
+        try:
+            return await run(self.__enter__)
+        except BaseException as exc:
+            if self._state == OPEN:  # cancelled while the thread created it: undo
+                await run(self.__exit__, type(exc), exc, exc.__traceback__)
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        from ._async import run
+
+        await run(self.__exit__, exc_type, exc, tb)
