@@ -425,7 +425,7 @@ def test_one_durability_point(tmp_path: Path) -> None:
     assert listing(a) == ["f0", "f1", "f2"] and listing(b) == ["f0", "f1", "f2"]
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+@pytest.mark.needs("strace")
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux syscalls")
 def test_one_directory_fsync_per_directory_after_chdir(tmp_path: Path) -> None:
     """Item 10: the same relative directory name in two working directories is two

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -32,7 +31,7 @@ __all__ = ["shared_dir"]  # a fixture, used by name
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="/proc, renameat2 and strace are Linux's"
 )
-needs_strace = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+needs_strace = pytest.mark.needs("strace")  # skipped naming the package (tests/helpers.py)
 pytestmark = [linux_only]
 
 # How long a writer child may take before it counts as hung (it then is killed). Not a
