@@ -138,7 +138,8 @@ class LocalTemp:
 
     def inspect(self) -> OSError | None:
         """Bind the target's directory and find the file to replace; return the error
-        `open()` would raise instead (the caller logs the start of the write first)."""
+        `open()` would raise instead (the caller logs the start of the write first), but
+        for a permission refusal, which `create()` or `plan()` raise."""
         path = self.path
         problem: OSError | None
         if not path:
@@ -317,14 +318,26 @@ class LocalTemp:
         if not stat.S_ISREG(st.st_mode):
             # Renaming over a FIFO or a device would not write to it, it would remove it.
             return _error(errno.EINVAL, self.path, "Not a regular file: it can't be replaced")
+        # Whether this writer may write the file is decided once it is known who the
+        # writer is to the file system (`_refusal`): by the temp's owner in `create()`.
+        self.target_stat = st
+        return None
+
+    def _refusal(self, uid: int) -> OSError | None:
+        """The EACCES `open()` would give for the target, `uid` being who the file system
+        takes the writer for (the owner of the temp it just created, or the euid)."""
+        st = self.target_stat
+        if st is None or (st.st_uid == uid and st.st_mode & stat.S_IWUSR):
+            # The writer's own, owner-writable file (the usual rewrite): the kernel checks
+            # only the owner bits here, and protected_regular never refuses an owner.
+            return None
         euid = _permissions.euid()
         if not _permissions.may_write(st, self._base, self._dfd, euid):
             return _error(errno.EACCES, self.path)
-        if st.st_uid != euid and kind != "r" and self._protected_regular(st):
+        if st.st_uid != euid and self._mode.kind != "r" and self._protected_regular(st):
             # fs.protected_regular: open(O_CREAT) of someone else's file in a sticky
             # world-writable directory is refused, even for root.
             return _error(errno.EACCES, self.path)
-        self.target_stat = st
         return None
 
     def _sticky_dir(self) -> os.stat_result | None:
@@ -368,6 +381,14 @@ class LocalTemp:
         self.step = "create temp"
         # O_APPEND now unless a copy comes first (copy_file_range refuses an appending fd).
         self._create_temp(append=self._mode.kind == "a" and not copy)
+        if target is not None:
+            # The temp's owner is the writer's file-system uid, had without a geteuid call.
+            # A refusal here leaves the temp to the caller's cleanup, as any error does.
+            assert self.temp_stat is not None
+            refusal = self._refusal(self.temp_stat.st_uid)
+            if refusal is not None:
+                self.step = "open"
+                raise refusal
         if copy:
             self.step = "copy"
             self._copy_in()
@@ -616,9 +637,11 @@ class LocalTemp:
         """Rename the temp over the target ('x': only if there is none). Returns whether
         the temp name is still there to remove (the no-clobber link fallback leaves it)."""
         self.step = "close"
-        if not durable:
-            # Without fsync, close() is where NFS sends the data (close-to-open), so it must
-            # precede the rename; a duplicate keeps the sweep lock across it.
+        if not durable and not os.major(self.temp_stat.st_dev):  # type: ignore[union-attr]
+            # Without fsync, close() is where NFS, SMB or FUSE send the data (close-to-open),
+            # so it must precede the rename; a duplicate keeps the sweep lock across it. A
+            # file system on a block device (major != 0: ext4, xfs on a disk) has one host
+            # and no such step; the network ones, like tmpfs and btrfs, are on major 0.
             fd = self._fd
             self._fd = os.dup(fd)
             _fs.close_quietly(fd)
@@ -652,6 +675,9 @@ class LocalTemp:
         access xattrs), for a file this write does not create itself (`atomic_path`). A new
         target's default, 0o644 less the umask, is made explicit: that file was not created
         with it."""
+        refusal = self._refusal(_permissions.euid())
+        if refusal is not None:
+            raise refusal
         self.step = "permissions"
         target = self.target_stat
         self._keep = permissions is None
