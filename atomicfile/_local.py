@@ -362,6 +362,16 @@ class LocalTemp:
         'r+' it starts as a copy of the target."""
         target = self.target_stat
         copy = target is not None and self._mode.needs_copy
+        # Whether open() would refuse the target is asked now, with geteuid, when anything
+        # could happen before the temp exists (a copy, a permissions hook) or the file is
+        # read-only to its owner; else once the temp's owner says who the writer is.
+        early = target is not None and (
+            copy or permissions is not None or not target.st_mode & stat.S_IWUSR
+        )
+        if early:
+            refusal = self._refusal(_permissions.euid())
+            if refusal is not None:
+                raise refusal
         if copy:
             self.step = "open"
             self._open_source()
@@ -380,10 +390,18 @@ class LocalTemp:
             self._read_xattrs()
         self.step = "create temp"
         # O_APPEND now unless a copy comes first (copy_file_range refuses an appending fd).
-        self._create_temp(append=self._mode.kind == "a" and not copy)
-        if target is not None:
+        try:
+            self._create_temp(append=self._mode.kind == "a" and not copy)
+        except OSError:
+            if target is not None and not early:
+                refusal = self._refusal(_permissions.euid())
+                if refusal is not None:  # the error open() gives comes first, as it did
+                    self.step = "open"
+                    raise refusal from None
+            raise
+        if target is not None and not early:
             # The temp's owner is the writer's file-system uid, had without a geteuid call.
-            # A refusal here leaves the temp to the caller's cleanup, as any error does.
+            # A refusal leaves the temp to the caller's cleanup, as any error does.
             assert self.temp_stat is not None
             refusal = self._refusal(self.temp_stat.st_uid)
             if refusal is not None:

@@ -181,6 +181,25 @@ def test_protected_regular_refuses_as_open_does(sticky: Path, form: Form) -> Non
 
 
 @needs_root
+def test_a_refused_write_calls_no_permissions_hook(sticky: Path) -> None:
+    """The refusal comes before anything the write would do: a permissions hook is never
+    asked about a file open() refuses, and no temp is left."""
+    assert as_user(lambda: (sticky / "report.txt").write_bytes(b"planted")) == 0
+    asked: list[object] = []
+
+    def hook(path: Path, current: os.stat_result | None) -> int:
+        asked.append(path)
+        return 0o600
+
+    with sysctl("fs.protected_regular", "1"), pytest.raises(SessionFileError) as ours:
+        atomic_write(sticky / "report.txt", "root's report", permissions=hook)
+    assert ours.value.errno == errno.EACCES
+    assert asked == []
+    assert (sticky / "report.txt").read_bytes() == b"planted"
+    assert listing(sticky) == ["report.txt"]
+
+
+@needs_root
 def test_sticky_dir_never_hands_content_to_another_user(sticky: Path, form: Form) -> None:
     """Without fs.protected_regular the write goes ahead, but the new file is root's: the
     user who planted the old one does not get root's content under their uid."""
