@@ -202,9 +202,15 @@ def run(cfg: Config, group: str) -> list[Row]:
         # The same library against our durable form: both pay for the fsyncs. The
         # hand-written version's ratio against it shows what any library could reach.
         ceiling = paired_ratio(times, lib, "hand_durable")
-        rows.append(row(
-            fig_l, f"{scene}, durable: vs {lib}", "ours_durable", lib, 1.2,
+        durable = row(
+            fig_l, f"{scene}, durable: vs {lib}", "ours_durable", lib, 1.0,
             note + ("; like for like" if lib == "atomicwrites" else "; we also fsync the dir")
             + f"; the hand-written durable write scores {ceiling:.2f} against it",
-        ))  # fmt: skip
+        )  # fmt: skip
+        if lib == "boltons":
+            # Issue 23 sets >= 1.0 against atomicwrites (both fsync file and directory);
+            # against boltons, which skips the directory fsync, no durable target exists:
+            # reported for information.
+            durable.target, durable.verdict = "-", "info"
+        rows.append(durable)
     return rows
