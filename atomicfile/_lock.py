@@ -103,7 +103,17 @@ if hasattr(os, "register_at_fork"):
 class TargetLock:
     """The lock of one target, named by `name` relative to the directory descriptor `dfd`."""
 
-    __slots__ = ("_dfd", "_follow", "_ident", "_name", "fd", "link", "on_target", "path")
+    __slots__ = (
+        "_dfd",
+        "_follow",
+        "_held_stat",
+        "_ident",
+        "_name",
+        "fd",
+        "link",
+        "on_target",
+        "path",
+    )
 
     def __init__(self, dfd: int, name: str, path: str, follow: bool) -> None:
         self._dfd = dfd
@@ -119,6 +129,8 @@ class TargetLock:
         self.link = False
         #: (st_dev, st_ino) of the target locked.
         self._ident: tuple[int, int] | None = None
+        #: Its fstat when locked (its type can't change; its size is a hint for `read`).
+        self._held_stat: os.stat_result | None = None
 
     @property
     def held(self) -> bool:
@@ -217,7 +229,7 @@ class TargetLock:
             now = os.stat(self._name, dir_fd=self._dfd, follow_symlinks=self._follow)
         except FileNotFoundError:
             return None
-        held = os.fstat(fd)
+        self._held_stat = held = os.fstat(fd)
         ident = (held.st_dev, held.st_ino)
         return ident if (now.st_dev, now.st_ino) == ident else None
 
@@ -240,7 +252,8 @@ class TargetLock:
                 raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), self.path)
             return None
         fd = self.fd
-        st = os.fstat(fd)
+        st = self._held_stat
+        assert st is not None  # set with the lock on a target
         if not stat.S_ISREG(st.st_mode):
             return None  # the write's own checks say what open() would (EISDIR, EINVAL)
         chunks = []
