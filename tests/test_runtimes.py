@@ -551,6 +551,39 @@ def test_small_writes_cost_no_thread_job(
     assert listing(tmp_path) == ["t"]
 
 
+def test_atomic_write_async_is_one_thread_job(
+    tmp_path: Path, runtime: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole durable write (temp, write, fsync, rename, directory fsync) is one thread
+    job, each time: nothing before or after it goes to a thread."""
+    from atomicfile import _async
+
+    jobs: list[str] = []
+
+    async def main() -> None:
+        rt = _async.current_runtime()
+        real_run, real_shielded = rt.run, rt.run_shielded
+
+        async def run(func: Any, *args: Any) -> Any:
+            jobs.append("run")
+            return await real_run(func, *args)
+
+        async def run_shielded(func: Any, *args: Any) -> Any:
+            jobs.append("shielded")
+            return await real_shielded(func, *args)
+
+        monkeypatch.setattr(rt, "run", run)
+        monkeypatch.setattr(rt, "run_shielded", run_shielded)
+        for i in range(3):
+            await atomic_write_async(tmp_path / "t", b"%d" % i, durable=True)
+        monkeypatch.undo()
+
+    run_on(runtime, main)
+    assert jobs == ["run"] * 3
+    assert (tmp_path / "t").read_bytes() == b"2"
+    assert listing(tmp_path) == ["t"]
+
+
 def test_past_the_budget_a_write_is_a_thread_job(tmp_path: Path) -> None:
     seen: list[int] = []
 
