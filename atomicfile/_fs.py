@@ -27,18 +27,24 @@ _COPY_FALLBACK = frozenset(
 _COPY_CHUNK = 1 << 20
 
 
-def fsync_file(fd: int) -> None:
-    """Push the file's data and metadata to stable storage. Never retried on failure."""
-    if sys.platform == "darwin":
-        # fsync(2) on macOS only reaches the drive's cache; F_FULLFSYNC asks the drive to
-        # flush it (Apple's fsync(2) man page). File systems that lack it answer ENOTSUP.
+if sys.platform == "darwin":
+
+    def fsync_file(fd: int) -> None:
+        """Push the file's data and metadata to stable storage. Never retried on failure.
+        fsync(2) on macOS only reaches the drive's cache; F_FULLFSYNC asks the drive to
+        flush it (Apple's fsync(2) man page). File systems that lack it answer ENOTSUP."""
         try:
             fcntl.fcntl(fd, fcntl.F_FULLFSYNC)
             return
         except OSError as err:
             if err.errno not in (errno.ENOTSUP, errno.EINVAL, errno.ENOTTY):
                 raise
-    os.fsync(fd)
+        os.fsync(fd)
+
+else:
+    #: Push the file's data and metadata to stable storage. Never retried on failure. The C
+    #: function itself: no Python frame on the write path.
+    fsync_file = os.fsync
 
 
 def fsync_dir(fd: int) -> bool:
@@ -57,37 +63,52 @@ def fsync_dir(fd: int) -> bool:
 _NO_LOCKS = frozenset({errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL})
 
 
-def try_lock(fd: int) -> bool | None:
-    """Take the temp's advisory lock without waiting: True, False if someone else holds a
-    lock on it, None where the file system has no locks.
+if WINDOWS:
 
-    The stale-temp sweep takes the lock before removing a temp: a live writer's lock keeps
-    its temp safe. flock(2) locks belong to the open file description, so a sweep in the
-    same process conflicts too (POSIX fcntl locks would not). Never blocking: any user who
-    can open the fresh temp could otherwise hold the writer forever. Windows needs no lock:
-    a file another handle holds open cannot be deleted there.
-    """
-    if WINDOWS:
+    def try_lock(fd: int) -> bool | None:
+        """No lock is needed: a file another handle holds open cannot be deleted here."""
         return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            return False
-        if err.errno in _NO_LOCKS:
-            return None
-        raise
-    return True
 
+    def unlock(fd: int) -> None:
+        """Nothing to drop (`try_lock` takes none)."""
 
-def unlock(fd: int) -> None:
-    """Drop this descriptor's flock, ignoring errors: before a close where a forked child's
-    copy of the descriptor would otherwise keep holding it."""
-    if not WINDOWS:
+    def set_append(fd: int) -> None:
+        """Nothing to turn on: Windows has no descriptor flag for it (the copy's writer
+        seeks to the end instead)."""
+
+else:
+
+    def try_lock(fd: int) -> bool | None:
+        """Take the temp's advisory lock without waiting: True, False if someone else holds
+        a lock on it, None where the file system has no locks.
+
+        The stale-temp sweep takes the lock before removing a temp: a live writer's lock
+        keeps its temp safe. flock(2) locks belong to the open file description, so a sweep
+        in the same process conflicts too (POSIX fcntl locks would not). Never blocking: any
+        user who can open the fresh temp could otherwise hold the writer forever.
+        """
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            if err.errno in _NO_LOCKS:
+                return None
+            raise
+        return True
+
+    def unlock(fd: int) -> None:
+        """Drop this descriptor's flock, ignoring errors: before a close where a forked
+        child's copy of the descriptor would otherwise keep holding it."""
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
         except OSError:
             pass
+
+    def set_append(fd: int) -> None:
+        """Turn on O_APPEND once the copy of the old content is in ('a' modes):
+        copy_file_range refuses a destination opened for appending (EBADF)."""
+        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
 
 
 def close_quietly(*fds: int) -> None:
@@ -118,60 +139,63 @@ def copy_contents(src_fd: int, dst_fd: int) -> None:
             view = view[os.write(dst_fd, view) :]
 
 
-def set_append(fd: int) -> None:
-    """Turn on O_APPEND once the copy of the old content is in ('a' modes): copy_file_range
-    refuses a destination opened for appending (EBADF)."""
-    if not WINDOWS:
-        fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)
-
-
 RENAME_NOREPLACE = 1
 _renameat2: Any = None
 
 
-def rename_noreplace(src: str, dst: str, dir_fd: int | None) -> bool:
-    """Rename `src` to `dst` (both relative to `dir_fd`), failing with EEXIST if `dst`
-    exists: no window between the check and the rename.
+if WINDOWS:
 
-    Linux: renameat2(RENAME_NOREPLACE) (3.15+; Python has no binding, so through ctypes).
-    Where the kernel or file system lacks it, link(2), which also fails with EEXIST
-    atomically, then returns True: the caller must remove the `src` name. On Windows
-    os.rename already refuses to replace.
-    """
-    if WINDOWS:
+    def rename_noreplace(src: str, dst: str, dir_fd: int | None) -> bool:
+        """Rename `src` to `dst`, failing with EEXIST if `dst` exists: os.rename already
+        refuses to replace on Windows."""
         os.rename(src, dst)
         return False
-    func = _renameat2 or _load_renameat2()
-    if func:
-        fd = AT_FDCWD if dir_fd is None else dir_fd
-        if func(fd, os.fsencode(src), fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
-            return False
-        import ctypes
 
-        code = ctypes.get_errno()
-        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise OSError(code, os.strerror(code), src, None, dst)
-    os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-    return True
-
-
-def rename_noreplace_between(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> bool:
-    """`rename_noreplace` from one directory to another: `src` relative to `src_dir_fd`,
-    `dst` relative to `dst_dir_fd`; EEXIST if `dst` exists, checked atomically. True when
-    the link(2) fallback was used: the caller must remove the `src` name."""
-    if WINDOWS:
+    def rename_noreplace_between(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> bool:
+        """No directory descriptors on Windows."""
         raise OSError(errno.ENOSYS, "No directory descriptors on Windows", src, None, dst)
-    func = _renameat2 or _load_renameat2()
-    if func:
-        if func(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
-            return False
-        import ctypes
 
-        code = ctypes.get_errno()
-        if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise OSError(code, os.strerror(code), src, None, dst)
-    os.link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
-    return True
+else:
+
+    def rename_noreplace(src: str, dst: str, dir_fd: int | None) -> bool:
+        """Rename `src` to `dst` (both relative to `dir_fd`), failing with EEXIST if `dst`
+        exists: no window between the check and the rename.
+
+        Linux: renameat2(RENAME_NOREPLACE) (3.15+; Python has no binding, so through ctypes).
+        Where the kernel or file system lacks it, link(2), which also fails with EEXIST
+        atomically, then returns True: the caller must remove the `src` name.
+        """
+        func = _renameat2 or _load_renameat2()
+        if func:
+            fd = AT_FDCWD if dir_fd is None else dir_fd
+            if func(fd, os.fsencode(src), fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+                return False
+            import ctypes
+
+            code = ctypes.get_errno()
+            if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise OSError(code, os.strerror(code), src, None, dst)
+        os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        return True
+
+    def rename_noreplace_between(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> bool:
+        """`rename_noreplace` from one directory to another: `src` relative to `src_dir_fd`,
+        `dst` relative to `dst_dir_fd`; EEXIST if `dst` exists, checked atomically. True when
+        the link(2) fallback was used: the caller must remove the `src` name."""
+        func = _renameat2 or _load_renameat2()
+        if func:
+            if (
+                func(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE)
+                == 0
+            ):
+                return False
+            import ctypes
+
+            code = ctypes.get_errno()
+            if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise OSError(code, os.strerror(code), src, None, dst)
+        os.link(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False)
+        return True
 
 
 AT_FDCWD = -100
