@@ -287,10 +287,15 @@ class AtomicBatch(Writer):
         if mode not in _BINARY:
             raise ValueError(f"AtomicBatch.write mode must be 'w', 'x' or 'a', not {mode!r}")
         open_mode: str = mode
+        buffering = -1
         if not isinstance(data, str):
             open_mode = _BINARY[mode]
             memoryview(data)  # TypeError now for data that is neither
-        self._add(file, open_mode, (-1, encoding, errors, newline), options, data)
+            # The bytes go to the temp in one call, so a buffer would only copy them and
+            # hold them (one per file until the commit): unbuffered, the file object costs
+            # no lseek and the data is in the kernel before the file joins the batch.
+            buffering = 0
+        self._add(file, open_mode, (buffering, encoding, errors, newline), options, data)
 
     def _add(
         self, file: StrOrBytesPath, mode: str, args: OpenArgs, options: TargetOptions, data: Any
@@ -305,7 +310,10 @@ class AtomicBatch(Writer):
             entry, f = self._start(file, mode, args, options)
             if data is not _NO_DATA:
                 try:
-                    f.write(data)
+                    if isinstance(data, str):
+                        f.write(data)
+                    else:
+                        _write_all(f, data)
                 except BaseException as exc:
                     # What `with AtomicFile` does with an error in its block: the temp is
                     # removed, and a builtin OSError is raised as the write's SessionFileError.
@@ -659,6 +667,19 @@ class AtomicBatch(Writer):
                 file, data, mode=mode, encoding=encoding, errors=errors, newline=newline, **options
             )
         )
+
+
+def _write_all(f: IO[Any], data: ReadableBuffer) -> None:
+    """`data` into an unbuffered binary file, whole: a raw write may take less of it."""
+    done = f.write(data) or 0
+    if type(data) is bytes and done == len(data):
+        return  # the usual case, without a memoryview
+    with memoryview(data) as view:
+        size = view.nbytes
+        if done < size:
+            with view.cast("B") as rest:
+                while done < size:
+                    done += f.write(rest[done:]) or 0
 
 
 def _twice(path: str) -> SessionFileError:
