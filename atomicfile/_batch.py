@@ -54,13 +54,16 @@ _NO_DATA: Any = object()  # `_add` for `open()`: no data to write
 
 
 class _Entry:
-    __slots__ = ("af", "dev", "directory", "key")
+    __slots__ = ("af", "dev", "directory", "exclusive", "key", "made_parents")
 
     def __init__(self, af: AtomicFile[Any], key: Hashable, directory: Hashable, dev: int) -> None:
         self.af = af
         self.key = key  # the target, to refuse it twice
         self.directory = directory  # the target's directory, fsynced once per batch
         self.dev = dev  # a local temp's file system (-1: none that can share a syncfs)
+        # Asked once, after open(): the commit reads them for every file.
+        self.exclusive = af.is_exclusive()  # 'x': renamed first, its target checked first
+        self.made_parents = af.made_parents()  # its complete() fsyncs the parents it made
 
 
 class SharedDirs:
@@ -377,7 +380,8 @@ class AtomicBatch(Writer):
                 refusal = _twice(af.path)
             else:
                 try:
-                    if self._durable and entry.dev != -1:
+                    dev = entry.dev
+                    if self._durable and dev != -1 and dev not in self._devices:
                         self._note_device(entry, f)
                 except BaseException as exc:
                     refusal = exc
@@ -459,16 +463,21 @@ class AtomicBatch(Writer):
             entries = list(self._entries)
         # 'x' files first: the likeliest refusal (the target appeared) comes before any
         # other file is published.
-        order = sorted(entries, key=lambda e: not e.af.is_exclusive())
+        order = [e for e in entries if e.exclusive]
+        if order:
+            order += [e for e in entries if not e.exclusive]
+        else:
+            order = entries
         renamed = 0
+        durable = self._durable
         try:
             try:
                 devices = self._devices
                 for entry in entries:
                     # Temps on a file system with a syncfs handle wait for its one syncfs;
                     # the others (untrusted file systems, object stores) finish on their own.
-                    entry.af.prepare(self._durable and entry.dev not in devices)
-                if self._durable:
+                    entry.af.prepare(durable and entry.dev not in devices)
+                if durable:
                     self._sync_temps()
                 self._check_exclusive(order)
                 for entry in order:
@@ -494,9 +503,9 @@ class AtomicBatch(Writer):
         right before the renames. Not atomic with them: the rename itself refuses a target
         that appears in between (RENAME_NOREPLACE)."""
         for entry in order:
-            af = entry.af
-            if not af.is_exclusive():
+            if not entry.exclusive:
                 break  # sorted: the 'x' files come first
+            af = entry.af
             if af.store.batchable and af.target_exists():
                 err = FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), af.path)
                 raise SessionFileError(af.path, self._operation, err, "rename")
@@ -506,12 +515,15 @@ class AtomicBatch(Writer):
         error, once every file has ended."""
         synced: set[Hashable] = set()
         error: BaseException | None = None
+        durable = self._durable
         for entry in order:
             # The file whose write created directories (make_parents) fsyncs their parents.
-            first = entry.directory not in synced or entry.af.made_parents()
-            synced.add(entry.directory)
+            sync = False
+            if durable and (entry.made_parents or entry.directory not in synced):
+                synced.add(entry.directory)
+                sync = True
             try:
-                entry.af.complete(self._durable and first)
+                entry.af.complete(sync)
             except BaseException as exc:
                 error = error or exc
         return error
