@@ -171,8 +171,10 @@ def tree_atomic(parent: str, n: int) -> None:
 def tree_setup(root: str, name: str, n: int, old: bool) -> Callable[[], str]:
     """A fresh parent; with `old`, holding an old 'site' tree of the same shape to replace."""
 
+    new_parent = fresh(root, name)
+
     def setup() -> str:
-        parent = fresh(root, name)()
+        parent = new_parent()
         if old:
             site = os.path.join(parent, "site")
             os.mkdir(site)
