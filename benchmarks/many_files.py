@@ -54,11 +54,13 @@ def timed(setup: Callable[[], str], body: Callable[[str], None]) -> Callable[[],
 
 def fresh(root: str, name: str) -> Callable[[], str]:
     """A new empty directory per batch, the earlier ones kept until the run ends (the whole
-    scratch root goes then). Never a removal before a timed batch: ext4 gives a new file
-    no inode deleted in the last seconds, and finds one by reading past each of them
-    (`recently_deleted()` in its inode allocator), so 2,000 files removed just before made
-    every create of the next batch pay that scan, whatever the variant (here a third of
-    the mkstemp loop's time; `perf` put over half of its samples in that scan)."""
+    scratch root goes then). Never a removal before a timed batch: ext4 without a journal
+    (the project's machine) gives a new file no inode freed in the last minutes (up to
+    five), and finds one by reading past each of them (`recently_deleted()` in its inode
+    allocator), so 2,000 files removed just before made every create of the next batch pay
+    that scan, whatever the variant (a third of the mkstemp loop's time there; `perf` put
+    over half of its samples in that scan). The same holds between runs: the next run
+    started within five minutes pays for this one's removal."""
     rounds = itertools.count()
 
     def setup() -> str:
