@@ -54,13 +54,16 @@ _NO_DATA: Any = object()  # `_add` for `open()`: no data to write
 
 
 class _Entry:
-    __slots__ = ("af", "dev", "directory", "key")
+    __slots__ = ("af", "dev", "directory", "exclusive", "key", "made_parents")
 
     def __init__(self, af: AtomicFile[Any], key: Hashable, directory: Hashable, dev: int) -> None:
         self.af = af
         self.key = key  # the target, to refuse it twice
         self.directory = directory  # the target's directory, fsynced once per batch
         self.dev = dev  # a local temp's file system (-1: none that can share a syncfs)
+        # Asked once, after open(): the commit reads them for every file.
+        self.exclusive = af.is_exclusive()  # 'x': renamed first, its target checked first
+        self.made_parents = af.made_parents()  # its complete() fsyncs the parents it made
 
 
 class SharedDirs:
@@ -287,10 +290,15 @@ class AtomicBatch(Writer):
         if mode not in _BINARY:
             raise ValueError(f"AtomicBatch.write mode must be 'w', 'x' or 'a', not {mode!r}")
         open_mode: str = mode
+        buffering = -1
         if not isinstance(data, str):
             open_mode = _BINARY[mode]
             memoryview(data)  # TypeError now for data that is neither
-        self._add(file, open_mode, (-1, encoding, errors, newline), options, data)
+            # The bytes go to the temp in one call, so a buffer would only copy them and
+            # hold them (one per file until the commit): unbuffered, the file object costs
+            # no lseek and the data is in the kernel before the file joins the batch.
+            buffering = 0
+        self._add(file, open_mode, (buffering, encoding, errors, newline), options, data)
 
     def _add(
         self, file: StrOrBytesPath, mode: str, args: OpenArgs, options: TargetOptions, data: Any
@@ -305,7 +313,10 @@ class AtomicBatch(Writer):
             entry, f = self._start(file, mode, args, options)
             if data is not _NO_DATA:
                 try:
-                    f.write(data)
+                    if isinstance(data, str):
+                        f.write(data)
+                    else:
+                        _write_all(f, data)
                 except BaseException as exc:
                     # What `with AtomicFile` does with an error in its block: the temp is
                     # removed, and a builtin OSError is raised as the write's SessionFileError.
@@ -369,7 +380,8 @@ class AtomicBatch(Writer):
                 refusal = _twice(af.path)
             else:
                 try:
-                    if self._durable and entry.dev != -1:
+                    dev = entry.dev
+                    if self._durable and dev != -1 and dev not in self._devices:
                         self._note_device(entry, f)
                 except BaseException as exc:
                     refusal = exc
@@ -451,16 +463,21 @@ class AtomicBatch(Writer):
             entries = list(self._entries)
         # 'x' files first: the likeliest refusal (the target appeared) comes before any
         # other file is published.
-        order = sorted(entries, key=lambda e: not e.af.is_exclusive())
+        order = [e for e in entries if e.exclusive]
+        if order:
+            order += [e for e in entries if not e.exclusive]
+        else:
+            order = entries
         renamed = 0
+        durable = self._durable
         try:
             try:
                 devices = self._devices
                 for entry in entries:
                     # Temps on a file system with a syncfs handle wait for its one syncfs;
                     # the others (untrusted file systems, object stores) finish on their own.
-                    entry.af.prepare(self._durable and entry.dev not in devices)
-                if self._durable:
+                    entry.af.prepare(durable and entry.dev not in devices)
+                if durable:
                     self._sync_temps()
                 self._check_exclusive(order)
                 for entry in order:
@@ -486,9 +503,9 @@ class AtomicBatch(Writer):
         right before the renames. Not atomic with them: the rename itself refuses a target
         that appears in between (RENAME_NOREPLACE)."""
         for entry in order:
-            af = entry.af
-            if not af.is_exclusive():
+            if not entry.exclusive:
                 break  # sorted: the 'x' files come first
+            af = entry.af
             if af.store.batchable and af.target_exists():
                 err = FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), af.path)
                 raise SessionFileError(af.path, self._operation, err, "rename")
@@ -498,12 +515,15 @@ class AtomicBatch(Writer):
         error, once every file has ended."""
         synced: set[Hashable] = set()
         error: BaseException | None = None
+        durable = self._durable
         for entry in order:
             # The file whose write created directories (make_parents) fsyncs their parents.
-            first = entry.directory not in synced or entry.af.made_parents()
-            synced.add(entry.directory)
+            sync = False
+            if durable and (entry.made_parents or entry.directory not in synced):
+                synced.add(entry.directory)
+                sync = True
             try:
-                entry.af.complete(self._durable and first)
+                entry.af.complete(sync)
             except BaseException as exc:
                 error = error or exc
         return error
@@ -659,6 +679,19 @@ class AtomicBatch(Writer):
                 file, data, mode=mode, encoding=encoding, errors=errors, newline=newline, **options
             )
         )
+
+
+def _write_all(f: IO[Any], data: ReadableBuffer) -> None:
+    """`data` into an unbuffered binary file, whole: a raw write may take less of it."""
+    done = f.write(data) or 0
+    if type(data) is bytes and done == len(data):
+        return  # the usual case, without a memoryview
+    with memoryview(data) as view:
+        size = view.nbytes
+        if done < size:
+            with view.cast("B") as rest:
+                while done < size:
+                    done += f.write(rest[done:]) or 0
 
 
 def _twice(path: str) -> SessionFileError:

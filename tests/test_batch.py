@@ -156,6 +156,33 @@ def test_modes_as_atomicfile(form: Form, tmp_path: Path) -> None:
     assert listing(tmp_path) == ["log", "new", "rw"]
 
 
+def test_write_takes_any_bytes_like(form: Form, tmp_path: Path) -> None:
+    """write() of binary data goes to the temp without a buffer: every bytes-like object
+    is written whole, by its bytes (an array of ints too), in every mode."""
+    import array
+
+    ints = array.array("i", range(1000))
+    (tmp_path / "log").write_bytes(b"old|")
+
+    async def body(batch: Any) -> None:
+        await batch.awrite(tmp_path / "b", b"bytes")
+        await batch.awrite(tmp_path / "ba", bytearray(b"bytearray"))
+        await batch.awrite(tmp_path / "mv", memoryview(b"xmemoryviewx")[1:-1])
+        await batch.awrite(tmp_path / "ints", ints)
+        await batch.awrite(tmp_path / "empty", b"")
+        await batch.awrite(tmp_path / "log", b"new", mode="a")
+        await batch.awrite(tmp_path / "x", b"x", mode="x")
+
+    in_batch(form, AtomicBatch(), body)
+    assert (tmp_path / "b").read_bytes() == b"bytes"
+    assert (tmp_path / "ba").read_bytes() == b"bytearray"
+    assert (tmp_path / "mv").read_bytes() == b"memoryview"
+    assert (tmp_path / "ints").read_bytes() == ints.tobytes()
+    assert (tmp_path / "empty").read_bytes() == b""
+    assert (tmp_path / "log").read_bytes() == b"old|new"
+    assert (tmp_path / "x").read_bytes() == b"x"
+
+
 def test_exception_publishes_nothing(form: Form, tmp_path: Path) -> None:
     a, b = setup_dirs(tmp_path)
     boom = KeyError("boom")
