@@ -165,18 +165,8 @@ else:
         Where the kernel or file system lacks it, link(2), which also fails with EEXIST
         atomically, then returns True: the caller must remove the `src` name.
         """
-        func = _renameat2 or _load_renameat2()
-        if func:
-            fd = AT_FDCWD if dir_fd is None else dir_fd
-            if func(fd, os.fsencode(src), fd, os.fsencode(dst), RENAME_NOREPLACE) == 0:
-                return False
-            import ctypes
-
-            code = ctypes.get_errno()
-            if code not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise OSError(code, os.strerror(code), src, None, dst)
-        os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-        return True
+        fd = AT_FDCWD if dir_fd is None else dir_fd
+        return rename_noreplace_between(fd, src, fd, dst)
 
     def rename_noreplace_between(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> bool:
         """`rename_noreplace` from one directory to another: `src` relative to `src_dir_fd`,
@@ -184,10 +174,8 @@ else:
         the link(2) fallback was used: the caller must remove the `src` name."""
         func = _renameat2 or _load_renameat2()
         if func:
-            if (
-                func(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), RENAME_NOREPLACE)
-                == 0
-            ):
+            names = os.fsencode(src), os.fsencode(dst)
+            if func(src_dir_fd, names[0], dst_dir_fd, names[1], RENAME_NOREPLACE) == 0:
                 return False
             import ctypes
 

@@ -515,29 +515,35 @@ def test_cancel_at_random_deadlines(tmp_path: Path, runtime: str) -> None:
 # -- the in-memory buffer of small writes ----------------------------------------------------
 
 
+def _count_thread_jobs(monkeypatch: pytest.MonkeyPatch, jobs: list[str]) -> None:
+    """From now on, each thread job the running loop's runtime module starts is appended to
+    `jobs` ("run", or "shielded" for a commit's); call it inside the loop."""
+    from atomicfile import _async
+
+    rt = _async.current_runtime()
+    real_run, real_shielded = rt.run, rt.run_shielded
+
+    async def run(func: Any, *args: Any) -> Any:
+        jobs.append("run")
+        return await real_run(func, *args)
+
+    async def run_shielded(func: Any, *args: Any) -> Any:
+        jobs.append("shielded")
+        return await real_shielded(func, *args)
+
+    monkeypatch.setattr(rt, "run", run)
+    monkeypatch.setattr(rt, "run_shielded", run_shielded)
+
+
 def test_small_writes_cost_no_thread_job(
     tmp_path: Path, runtime: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A small `async with` write is two thread jobs: the open and the commit. Counted where
     the runtime module starts them."""
-    from atomicfile import _async
-
     jobs: list[str] = []
 
     async def main() -> None:
-        rt = _async.current_runtime()
-        real_run, real_shielded = rt.run, rt.run_shielded
-
-        async def run(func: Any, *args: Any) -> Any:
-            jobs.append("run")
-            return await real_run(func, *args)
-
-        async def run_shielded(func: Any, *args: Any) -> Any:
-            jobs.append("shielded")
-            return await real_shielded(func, *args)
-
-        monkeypatch.setattr(rt, "run", run)
-        monkeypatch.setattr(rt, "run_shielded", run_shielded)
+        _count_thread_jobs(monkeypatch, jobs)
         data = bytearray(b"a" * 1000)
         async with AtomicFile(tmp_path / "t", "wb") as f:
             for _ in range(60):  # 60,000 bytes: under the 64 KiB budget
@@ -556,24 +562,10 @@ def test_atomic_write_async_is_one_thread_job(
 ) -> None:
     """The whole durable write (temp, write, fsync, rename, directory fsync) is one thread
     job, each time: nothing before or after it goes to a thread."""
-    from atomicfile import _async
-
     jobs: list[str] = []
 
     async def main() -> None:
-        rt = _async.current_runtime()
-        real_run, real_shielded = rt.run, rt.run_shielded
-
-        async def run(func: Any, *args: Any) -> Any:
-            jobs.append("run")
-            return await real_run(func, *args)
-
-        async def run_shielded(func: Any, *args: Any) -> Any:
-            jobs.append("shielded")
-            return await real_shielded(func, *args)
-
-        monkeypatch.setattr(rt, "run", run)
-        monkeypatch.setattr(rt, "run_shielded", run_shielded)
+        _count_thread_jobs(monkeypatch, jobs)
         for i in range(3):
             await atomic_write_async(tmp_path / "t", b"%d" % i, durable=True)
         monkeypatch.undo()
