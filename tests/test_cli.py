@@ -344,6 +344,11 @@ def wait_for_temp(directory: Path, proc: subprocess.Popen[bytes]) -> str:
     raise AssertionError("the writer never created its temp file")
 
 
+def _default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.fixture
 def writer_proc(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`atomicfile write tmp_path/t` with old content, fed some input, waiting on stdin."""
@@ -352,9 +357,10 @@ def writer_proc(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         [*MODULE, "write", str(tmp_path / "t")],
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        # As a terminal's foreground job has it: a run launched in the background (some CI
-        # runners) starts children with SIGINT ignored, and Python keeps it ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        # As a terminal's foreground job has them: a run launched in the background (some CI
+        # runners) starts children with SIGINT ignored, one under nohup with SIGHUP ignored,
+        # and Python keeps an ignored signal ignored (as the CLI does, rightly, under nohup).
+        preexec_fn=_default_signals,
     )
     assert proc.stdin is not None
     proc.stdin.write(b"part of the new content\n")
