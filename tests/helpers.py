@@ -115,6 +115,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "setfacl": _program("setfacl", "--version", package="acl"),
     "mkfs.ext4": _program("mkfs.ext4", "-V", package="e2fsprogs"),
     "mkfs.vfat": _program("mkfs.vfat", "--help", package="dosfstools"),
+    "chromium": _program("chromium", "--version", package="chromium"),
     "fuse": _fuse,
     "lazyfs-build": _lazyfs_build,
 }
