@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 
 from . import _fs, _naming, _permissions
 
@@ -44,6 +45,21 @@ _MAXSYMLINKS = 40  # Linux's limit on links followed in one lookup (ELOOP past i
 _SEPS = os.sep + (os.altsep or "")
 _SEP_ENDINGS = tuple(_SEPS)
 _HAS_XATTRS = hasattr(os, "listxattr")
+
+if sys.platform.startswith("linux"):
+
+    def _closes_to_open(dev: int) -> bool:
+        """Whether the file system may need the temp closed before the rename (NFS, SMB and
+        FUSE send the data at close): Linux gives every file system without a block device
+        of its own device major 0 (tmpfs, btrfs and overlayfs too)."""
+        return not os.major(dev)
+
+else:
+
+    def _closes_to_open(dev: int) -> bool:
+        """Elsewhere the device number is not known to tell a network file system apart:
+        every file system may."""
+        return True
 
 
 # String operations in place of os.path's on the write path: a fraction of the cost. No
@@ -655,11 +671,11 @@ class LocalTemp:
         """Rename the temp over the target ('x': only if there is none). Returns whether
         the temp name is still there to remove (the no-clobber link fallback leaves it)."""
         self.step = "close"
-        if not durable and not os.major(self.temp_stat.st_dev):  # type: ignore[union-attr]
+        if not durable and _closes_to_open(self.temp_stat.st_dev):  # type: ignore[union-attr]
             # Without fsync, close() is where NFS, SMB or FUSE send the data (close-to-open),
             # so it must precede the rename; a duplicate keeps the sweep lock across it. A
-            # file system on a block device (major != 0: ext4, xfs on a disk) has one host
-            # and no such step; the network ones, like tmpfs and btrfs, are on major 0.
+            # file system on a block device (ext4, xfs on a disk) has one host and no such
+            # step.
             fd = self._fd
             self._fd = os.dup(fd)
             _fs.close_quietly(fd)
