@@ -30,11 +30,10 @@ from . import _fs, _txn
 from ._core import AtomicFile
 from ._errors import SessionFileError, needs_wrapping
 from ._fs import WINDOWS
-from ._txn import COMMITTED, COMMITTING, DISCARDED, FAILED, OPEN, Writer, misuse
+from ._txn import COMMITTED, COMMITTING, DISCARDED, FAILED, OPEN, ThreadedAsync, misuse
 
 if TYPE_CHECKING:
     import io
-    from types import TracebackType
     from typing import BinaryIO
 
     from _typeshed import ReadableBuffer, StrOrBytesPath
@@ -113,7 +112,7 @@ class SharedDirs:
         _fs.close_quietly(*(fd for fd, _ in fds.values()))
 
 
-class AtomicBatch(Writer):
+class AtomicBatch(ThreadedAsync):
     """Write many files, then publish them all together: each target ends with the old
     content or the new one, and an error anywhere publishes none of them.
 
@@ -594,17 +593,8 @@ class AtomicBatch(Writer):
     # -- async -------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        # No thread: entering a batch does no I/O (the base's `__aexit__` commits in one).
         return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        from ._async import run
-
-        await run(self.__exit__, exc_type, exc, tb)
 
     if TYPE_CHECKING:
 

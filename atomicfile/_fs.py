@@ -220,29 +220,6 @@ EXCHANGE_UNSUPPORTED = frozenset(
 _renameatx_np: Any = None
 
 
-def exchange(src: str, dst: str, dir_fd: int) -> None:
-    """Swap the names `src` and `dst` (both relative to `dir_fd`) in one step: each then
-    names what the other named. Both must exist.
-
-    Linux: renameat2(RENAME_EXCHANGE) (3.15+, rename(2)). macOS: renameatx_np(RENAME_SWAP)
-    (10.12+; written from the man page, not tested here). Raises OSError; an errno in
-    `EXCHANGE_UNSUPPORTED` means the system or file system has no atomic exchange.
-    """
-    import ctypes
-
-    if sys.platform == "darwin":
-        func = _renameatx_np if _renameatx_np is not None else _load_renameatx_np()
-    elif sys.platform.startswith("linux"):
-        func = _renameat2 if _renameat2 is not None else _load_renameat2()
-    else:
-        func = False
-    if not func:
-        raise OSError(errno.ENOSYS, "No atomic exchange of names on this system", src, None, dst)
-    if func(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), RENAME_EXCHANGE) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), src, None, dst)
-
-
 def _load_renameatx_np() -> Any:
     global _renameatx_np
     _renameatx_np = _libc_rename("renameatx_np")

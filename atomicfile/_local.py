@@ -324,20 +324,12 @@ class LocalTemp:
         return st
 
     def _check_target(self, st: os.stat_result | None) -> OSError | None:
-        kind = self._mode.kind
-        if st is None:
-            return _error(errno.ENOENT, self.path) if kind == "r" else None
-        if kind == "x":
-            return _error(errno.EEXIST, self.path)
-        if stat.S_ISDIR(st.st_mode):
-            return _error(errno.EISDIR, self.path)
-        if not stat.S_ISREG(st.st_mode):
-            # Renaming over a FIFO or a device would not write to it, it would remove it.
-            return _error(errno.EINVAL, self.path, "Not a regular file: it can't be replaced")
-        # Whether this writer may write the file is decided once it is known who the
-        # writer is to the file system (`_refusal`): by the temp's owner in `create()`.
-        self.target_stat = st
-        return None
+        problem = kind_refusal(self._mode.kind, st, self.path)
+        if problem is None and st is not None:
+            # Whether this writer may write the file is decided once it is known who the
+            # writer is to the file system (`_refusal`): by the temp's owner in `create()`.
+            self.target_stat = st
+        return problem
 
     def _refusal(self, uid: int) -> OSError | None:
         """The EACCES `open()` would give for the target, `uid` being who the file system
@@ -820,6 +812,22 @@ class LocalTemp:
 
     def size(self) -> int:
         return os.fstat(self._fd).st_size
+
+
+def kind_refusal(kind: str, st: os.stat_result | None, path: str) -> OSError | None:
+    """The error `open()` gives for a target found as `st` (None: there is none) in a mode
+    of `kind`, permissions apart: 'r+' of nothing, 'x' of anything, a directory; and what
+    a rename can't replace without destroying it (a FIFO, a device). Both temps use it."""
+    if st is None:
+        return _error(errno.ENOENT, path) if kind == "r" else None
+    if kind == "x":
+        return _error(errno.EEXIST, path)
+    if stat.S_ISDIR(st.st_mode):
+        return _error(errno.EISDIR, path)
+    if not stat.S_ISREG(st.st_mode):
+        # Renaming over a FIFO or a device would not write to it, it would remove it.
+        return _error(errno.EINVAL, path, "Not a regular file: it can't be replaced")
+    return None
 
 
 def file_object(

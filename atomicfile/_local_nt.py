@@ -20,7 +20,7 @@ import os
 import stat
 
 from . import _fs, _naming, _permissions
-from ._local import file_object
+from ._local import file_object, kind_refusal
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -127,15 +127,9 @@ class LocalTemp:
         return _lstat(self._full(self._base))
 
     def _check_target(self, st: os.stat_result | None) -> OSError | None:
-        kind = self._mode.kind
-        if st is None:
-            return _error(errno.ENOENT, self.path) if kind == "r" else None
-        if kind == "x":
-            return _error(errno.EEXIST, self.path)
-        if stat.S_ISDIR(st.st_mode):
-            return _error(errno.EISDIR, self.path)
-        if not stat.S_ISREG(st.st_mode):
-            return _error(errno.EINVAL, self.path, "Not a regular file: it can't be replaced")
+        problem = kind_refusal(self._mode.kind, st, self.path)
+        if problem is not None or st is None:
+            return problem
         if not os.access(self._full(self._base), os.W_OK):
             return _error(errno.EACCES, self.path)
         self.target_stat = st

@@ -242,9 +242,10 @@ class Writer:
 
 
 class ThreadedAsync(Writer):
-    """`async with` for a writer whose every step blocks (`AtomicDirectory`,
-    `atomic_path`): the same `with`, `__enter__` and `__exit__` each run in a worker thread
-    (`_async.run`, imported when first used: `import atomicfile` never imports asyncio)."""
+    """`async with` for a writer whose steps block (`AtomicDirectory`, `atomic_path`,
+    `AtomicBatch`'s commit): the same `with`, `__enter__` and `__exit__` each run in a worker
+    thread (`_async.run`, imported when first used: `import atomicfile` never imports
+    asyncio). A writer whose `__enter__` does no I/O overrides `__aenter__`."""
 
     async def __aenter__(self) -> Any:
         from ._async import run
