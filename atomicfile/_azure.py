@@ -25,7 +25,7 @@ import base64
 import errno
 import uuid
 
-from . import _object
+from . import _object, _remote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ UNSWEEPABLE = (
     "never visible, the blob's next commit discards them and Azure deletes them a week "
     "after staging"
 )
-EXTRA = "pip install 'pyatomicfile[azure]'"
+EXTRA = "fsspec, adlfs and universal-pathlib: pip install 'pyatomicfile[azure]'"
 #: The largest content sent as one Put Blob: the SDK hands a Put Blob's body to aiohttp as
 #: bytes, and aiohttp warns (ResourceWarning) above 1 MiB that it may block its loop;
 #: larger content is one staged block (a stream) and its commit.
@@ -54,8 +54,8 @@ def resolve(
     durable: bool,
     follow_symlinks: bool,
 ) -> _object.Store:
-    _object.refuse_local_options(str(file), permissions, durable, follow_symlinks)
-    fs, key, url = _object.file_system(file, fs, storage_options, EXTRA)
+    _remote.refuse_local_options(_remote.describe(file), permissions, durable, follow_symlinks)
+    fs, key, url = _remote.file_system(file, fs, storage_options, EXTRA)
     container, name, _ = fs.split_path(key)
     return _object.Store(lambda: Client(fs, container, name, url), url, UNSWEEPABLE)
 
@@ -89,7 +89,7 @@ def store_error(exc: BaseException, url: str, condition: str | None = None) -> O
     elif status in _BY_STATUS:
         number = _BY_STATUS[status]
     else:
-        number = _object.errno_in_chain(exc)
+        number = _remote.errno_in_chain(exc)
     if number == errno.EAGAIN:
         message = "another writer committed the blob while this write's blocks were staged"
     else:
@@ -153,7 +153,7 @@ class Client:
 
         async def copy() -> None:
             async for chunk in download.chunks():
-                _object.write_all(fd, chunk)
+                _remote.write_all(fd, chunk)
 
         try:
             sync(self.fs.loop, copy)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import errno
 
-from . import _object
+from . import _object, _remote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ UNSWEEPABLE = (
     "a killed writer leaves a resumable upload session, which GCS can't list; it holds no "
     "visible object and GCS drops it a week after it began"
 )
-EXTRA = "pip install 'pyatomicfile[gcs]'"
+EXTRA = "fsspec, gcsfs and universal-pathlib: pip install 'pyatomicfile[gcs]'"
 #: A chunk of a resumable upload (all but the last) is a multiple of 256 KiB.
 CHUNK = 256 * 2**10
 _TYPE = "application/octet-stream"
@@ -49,8 +49,8 @@ def resolve(
     durable: bool,
     follow_symlinks: bool,
 ) -> _object.Store:
-    _object.refuse_local_options(str(file), permissions, durable, follow_symlinks)
-    fs, key, url = _object.file_system(file, fs, storage_options, EXTRA)
+    _remote.refuse_local_options(_remote.describe(file), permissions, durable, follow_symlinks)
+    fs, key, url = _remote.file_system(file, fs, storage_options, EXTRA)
     bucket, name, _ = fs.split_path(key)
     return _object.Store(lambda: Client(fs, bucket, name, url), url, UNSWEEPABLE)
 
@@ -67,7 +67,7 @@ def store_error(exc: BaseException, url: str, condition: str | None = None) -> O
     elif isinstance(exc, ValueError):
         number = errno.EINVAL  # gcsfs's "Bad Request ... invalid"
     else:
-        number = _object.errno_in_chain(exc)
+        number = _remote.errno_in_chain(exc)
     return _object.error(number, url, exc, str(exc).partition("\n")[0])
 
 
@@ -143,7 +143,7 @@ class Client:
                 "GET", "b/{}/o/{}", self.bucket, self.name, alt="media",
                 generation=generation, headers={"Range": f"bytes={start}-{end}"},
             )  # fmt: skip
-            _object.write_all(fd, data)
+            _remote.write_all(fd, data)
         return generation
 
     def start(self, condition: str | None) -> str:

@@ -65,53 +65,8 @@ if TYPE_CHECKING:
 ABSENT = "*"
 
 
-# -- choosing --------------------------------------------------------------------------------
-
-
-def file_system(
-    file: Any, fs: Any, storage_options: dict[str, Any] | None, extra: str
-) -> tuple[Any, str, str]:
-    """The file system, key and URL of a target given as a URL, a UPath or with `fs=`
-    (fsspec and the store's package imported only now). `extra`: the install command
-    named when they are missing."""
-    what = repr(str(file)) if not isinstance(file, bytes) else repr(file)
-    if storage_options is not None and not isinstance(storage_options, dict):
-        raise TypeError(f"storage_options must be a dict, not {type(storage_options).__name__}")
-    if type(file).__module__.startswith("upath"):
-        if fs is not None or storage_options is not None:
-            raise ValueError("a UPath carries its own file system: don't pass fs= or "
-                             "storage_options= with it")  # fmt: skip
-        return file.fs, str(file.path), str(file)
-    if fs is not None:
-        if storage_options is not None:
-            raise ValueError("storage_options configure a file system: give them to it, "
-                             "not beside fs=")  # fmt: skip
-        if not isinstance(file, str):
-            raise TypeError(f"with fs=, the target must be a str path, not {type(file).__name__}")
-        key = fs._strip_protocol(file)
-        return fs, key, fs.unstrip_protocol(key)
-    try:
-        import fsspec
-
-        fs, key = fsspec.core.url_to_fs(file, **(storage_options or {}))
-    except ImportError as exc:
-        err = ImportError(f"writing to {what} needs its extra: {extra}")
-        err.__cause__ = exc
-        raise err from None
-    return fs, key, file
-
-
-def refuse_local_options(url: str, permissions: Any, durable: bool, follow: bool) -> None:
-    for name, bad in (
-        ("permissions", permissions is not None),
-        ("follow_symlinks=False", not follow),
-        ("durable=False", not durable),
-    ):
-        if bad:
-            raise ValueError(
-                f"{name} means nothing for an object in a store ({url!r}): leave it out "
-                "(an object has no mode bits nor links, and a finalized upload is durable)"
-            )
+# Choosing the store (the file system, key and URL; the options refused) is `_remote`'s,
+# shared with S3: `_gcs.resolve` and `_azure.resolve` call it.
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -132,30 +87,12 @@ def condition_failed(url: str, condition: str | None, cause: BaseException) -> O
     return error(errno.ESTALE, url, cause, "the object changed since it was read")
 
 
-def errno_in_chain(exc: BaseException) -> int:
-    """A dropped connection's errno (ECONNREFUSED...) where a cause has one, else EIO."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            break
-        if isinstance(seen, OSError) and seen.errno is not None:
-            return seen.errno
-        seen = seen.__cause__ or seen.__context__
-    return errno.EIO
-
-
 class Body(io.BytesIO):
     """A request body: aiohttp streams it (it warns that raw bytes over 1 MiB may block its
     loop), and a retry can send it again (`close()` leaves it readable)."""
 
     def close(self) -> None:
         pass
-
-
-def write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 # -- the temp --------------------------------------------------------------------------------

@@ -227,7 +227,7 @@ def store_error(exc: BaseException, url: str, condition: str | None = None) -> O
     elif isinstance(exc, OSError) and exc.errno is not None and code is None:
         number = exc.errno
     else:
-        number = _errno_in_chain(exc)
+        number = errno_in_chain(exc)
     err = OSError(number, message or os.strerror(number), url)
     err.__cause__ = exc
     return err
@@ -242,7 +242,7 @@ def is_store_error(exc: BaseException) -> bool:
     return isinstance(exc, OSError) or type(exc).__module__.startswith(_STORE_MODULES)
 
 
-def _errno_in_chain(exc: BaseException) -> int:
+def errno_in_chain(exc: BaseException) -> int:
     """A dropped connection's errno (ECONNREFUSED...) where a cause has one, else EIO."""
     seen: BaseException | None = exc
     for _ in range(8):
